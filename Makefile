@@ -1,0 +1,17 @@
+# The two commands of the README. Each sets up what it needs (bin/bootstrap.sh) and is safe to run again.
+.PHONY: demo test bootstrap lint bench
+
+bootstrap:
+	bash bin/bootstrap.sh
+
+# 1. The main job on its embedded default: DirectRunner, bundled example pages, bundled models.
+demo: bootstrap
+	.venv/bin/kiebeam extract --demo
+
+# 2. The test suite (lint first: a lint error fails the build like a failing test).
+test: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest
+
+lint: bootstrap
+	.venv/bin/ruff check .

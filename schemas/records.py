@@ -1,0 +1,98 @@
+"""Typed records that stages exchange. Framework-free: no Paddle, no Beam.
+
+Coordinate convention: every box and polygon here is in **pixels of the decoded page image**
+(origin top-left, x to the right, y down). Only ``models.features`` converts boxes to LayoutXLM's
+0-1000 integer grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["OcrLine", "PageOcr", "Entity", "KeyValuePair", "PageKie"]
+
+Box = tuple[int, int, int, int]
+Polygon = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class OcrLine:
+    """One recognised text line.
+
+    Attributes:
+        text: recognised text (CTC greedy decoding).
+        score: recognition confidence in [0, 1] (mean of the kept CTC step probabilities, as PaddleOCR).
+        polygon: 4 corner points, clockwise from top-left, pixels (float).
+        box: axis-aligned ``(x0, y0, x1, y1)`` pixels, ``int(min)`` / ``int(max)`` of the polygon
+            (PaddleOCR's ``trans_poly_to_bbox``).
+        det_score: detection box score in [0, 1] (mean probability inside the box).
+    """
+
+    text: str
+    score: float
+    polygon: Polygon
+    box: Box
+    det_score: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PageOcr:
+    """OCR result of one page: lines in reading order (index = reading-order index)."""
+
+    width: int
+    height: int
+    lines: tuple[OcrLine, ...]
+    det_ms: float = 0.0
+    rec_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A labelled entity: one OCR line whose SER label is not ``O`` (PaddleOCR's rule).
+
+    Attributes:
+        entity_id: 0-based index among the page's entities, in reading order.
+        label: entity class, e.g. ``QUESTION``, ``ANSWER``, ``HEADER``.
+        text: the text of its line(s).
+        box: pixel box covering its line(s).
+        score: mean softmax probability of the voted class over the line's tokens.
+        line_ids: reading-order indices of its OCR lines.
+    """
+
+    entity_id: int
+    label: str
+    text: str
+    box: Box
+    score: float
+    line_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValuePair:
+    """A question -> answer link predicted by RE (ids refer to ``Entity.entity_id`` of the same page)."""
+
+    question_id: int
+    answer_id: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class PageKie:
+    """SER + RE result of one page.
+
+    Attributes:
+        line_labels: SER label of every OCR line (``O`` for other), aligned with ``PageOcr.lines``.
+        line_scores: softmax probability of each line's voted label.
+        entities: lines whose label is not ``O``.
+        pairs: RE links, at most one question per answer.
+        windows: how many 512-token windows the page needed.
+        ser_ms / re_ms: model time spent on the page.
+    """
+
+    line_labels: tuple[str, ...]
+    line_scores: tuple[float, ...]
+    entities: tuple[Entity, ...]
+    pairs: tuple[KeyValuePair, ...]
+    windows: int = 1
+    ser_ms: float = 0.0
+    re_ms: float = 0.0
