@@ -1,0 +1,63 @@
+"""Reading order of text lines, as PaddleOCR computes it. Pure Python: no Paddle, no Beam.
+
+Two orders exist in PaddleOCR and both are reproduced exactly, quirks included:
+
+* :func:`order_by_tbyx` is the "tb-yx" sort that every VI-LayoutXLM config uses for SER/RE
+  (``ppocr/data/imaug/vqa/augment.py``): a stable sort by the top-left corner ``(y0, x0)`` of the
+  axis-aligned box, then one insertion pass that swaps neighbours whose tops differ by less than 20 px
+  when the later one is further left. The inner loop stops at index 1, so the first two lines are never
+  swapped (``range(i, 0, -1)``): the first pass does nothing. The SER/RE models were trained on this.
+* :func:`order_ppocr_det` is the order the OCR system itself returns (``sorted_boxes`` in
+  ``tools/infer/predict_system.py``), used when no sort is asked for: the same idea on the first polygon
+  point with a 10 px threshold, and there the inner loop does reach index 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["order_by_tbyx", "order_ppocr_det", "ORDER_METHODS"]
+
+ORDER_METHODS = ("tb-yx", "none")
+
+
+def _threshold_sort(keys: Sequence[tuple[float, float]], threshold: float, stop: int) -> list[int]:
+    """Stable sort by (y, x), then the neighbour-swap pass; ``stop`` is the lowest j the pass reaches."""
+    order = sorted(range(len(keys)), key=lambda i: (keys[i][0], keys[i][1]))
+    for i in range(len(order) - 1):
+        for j in range(i, stop - 1, -1):
+            below, above = keys[order[j + 1]], keys[order[j]]
+            if abs(below[0] - above[0]) < threshold and below[1] < above[1]:
+                order[j], order[j + 1] = order[j + 1], order[j]
+            else:
+                break
+    return order
+
+
+def order_by_tbyx(boxes: Sequence[Sequence[float]], threshold: float = 20) -> list[int]:
+    """PaddleOCR's tb-yx reading order.
+
+    Args:
+        boxes: axis-aligned ``(x0, y0, x1, y1)`` pixel boxes.
+        threshold: lines whose tops differ by less than this many pixels count as one row.
+
+    Returns:
+        The permutation: ``order[k]`` is the index (into ``boxes``) of the k-th line to read.
+
+    >>> order_by_tbyx([(100, 0, 150, 10), (0, 5, 50, 15), (0, 100, 50, 110)])
+    [0, 1, 2]
+    """
+    return _threshold_sort([(b[1], b[0]) for b in boxes], threshold, stop=1)
+
+
+def order_ppocr_det(polygons: Sequence[Sequence[Sequence[float]]], threshold: float = 10) -> list[int]:
+    """The order PaddleOCR's text system gives detected boxes (keyed on each polygon's first point).
+
+    Args:
+        polygons: 4-point polygons, first point top-left, pixels.
+        threshold: row threshold in pixels.
+
+    Returns:
+        The permutation into ``polygons``.
+    """
+    return _threshold_sort([(p[0][1], p[0][0]) for p in polygons], threshold, stop=0)
