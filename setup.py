@@ -52,7 +52,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "models", "models.*",
                                     "training", "training.*", "schemas", "schemas.*"]),
-    package_data={"pipelines": ["examples/*"], "models": ["assets/default_kie/*/*"]},
+    package_data={"pipelines": ["examples/*"], "models": ["assets/default_kie/*/*", "assets/fonts/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["kiebeam = pipelines.cli:main"]},
