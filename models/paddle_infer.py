@@ -144,6 +144,11 @@ class PaddlePredictor:
                 config.enable_mkldnn()
             else:
                 config.disable_mkldnn()
+        if self._program.suffix == ".json":
+            # Paddle 3 PIR programs: without the new IR and executor, enable_memory_optim() fails to load them
+            # ("Not find predictor_id 0 and pass_name memory_optimize_pass", Paddle 3.3.1).
+            config.enable_new_ir(True)
+            config.enable_new_executor(True)
         config.switch_ir_optim(True)
         config.enable_memory_optim()
         config.disable_glog_info()

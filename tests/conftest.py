@@ -38,3 +38,37 @@ def ocr_model_dirs() -> tuple[Path, Path, Path]:
         if not p.exists():
             pytest.fail(f"bundled OCR model file {p} is missing: run bin/bootstrap.sh (the README's commands do)")
     return det, rec, dic
+
+
+# --- tiny KIE models (engineer B): a tokenizer, random-weight tiny SER + RE models, exported ---------------------
+
+_KIE_TEXTS = (
+    "姓名：张三", "性别：男", "出生日期：1990年1月1日", "电话号码：13800000000", "地址：北京市海淀区",
+    "申请表", "签名", "日期：2024年8月15日", "Name: John Smith", "Date of birth: 01/02/1990", "Address",
+    "Telephone number", "Signature", "Nom : Dupont", "Adresse : 12 rue de la Paix, Paris", "Date de naissance",
+    "Numéro de téléphone", "Straße und Hausnummer", "Geburtsdatum", "Unterschrift", "Invoice No. 2024-0815",
+    "Total amount 1,234.56", "0123456789", "APPLICATION FORM", "question answer header other",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_kie_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """``(ser_dir, re_dir)``: exported tiny random-weight VI-LayoutXLM SER and RE models (512-token windows).
+
+    Built in a few seconds without shared data; both share one tiny tokenizer. Load them with
+    ``models.kie.KiePredictor.from_dirs(ser_dir, re_dir)``. Predictions are random but deterministic.
+    """
+    import paddle
+
+    from models.checkpoint import export_inference
+    from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
+    from models.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_kie")
+    tok = train_tokenizer(list(_KIE_TEXTS) * 4, root / "tokenizer", vocab_size=400)
+    cfg = LayoutXLMConfig(vocab_size=402, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=96, coordinate_size=8, shape_size=8)
+    paddle.seed(2022)
+    ser_dir = export_inference(SerModel(cfg, num_labels=7), root / "ser", tokenizer_dir=tok)
+    re_dir = export_inference(ReModel(cfg), root / "re", tokenizer_dir=tok)
+    return ser_dir, re_dir

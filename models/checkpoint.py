@@ -1,0 +1,375 @@
+"""KIE checkpoints: our self-describing folder, PaddleOCR / PaddleNLP trained folders, and inference export.
+
+Our checkpoint folder (:func:`save_checkpoint`)::
+
+    model_state.pdparams     state dict (PaddleNLP key names, see models.layoutxlm)
+    config.json              LayoutXLMConfig.to_dict()
+    labels.json              {"task": "ser"|"re", "labels": [...]}: BIO labels for SER, RE entity labels for RE
+    sentencepiece.bpe.model  the tokenizer (models.tokenizer)
+    metadata.json            {"format": "kiebeam-kie-checkpoint", "version": 1, "task", "max_len",
+                              "training_data": manifest (or null), "metrics": {...}, ...}
+    SHA256SUMS               checked before anything is loaded (models.integrity)
+
+Also loaded by :func:`load_checkpoint`:
+
+* PaddleOCR trained folders (``best_accuracy/``, ``latest/``): ``model_state.pdparams`` + ``model_config.json``
+  in PaddleNLP's v1 format (``init_args`` holding the base-model config, plus ``init_class``/``num_classes``);
+* PaddleNLP folders: ``model_state.pdparams`` + ``config.json`` (flat config).
+
+Neither carries a tokenizer or our labels: pass ``tokenizer_dir`` (a folder with ``sentencepiece.bpe.model``)
+where the folder has none; SER labels default to XFUND's when the classifier has 7 outputs. These folders have no
+``SHA256SUMS`` as published: write one after checking where the files came from, or pass ``allow_unverified``.
+
+Exported folders (:func:`export_inference`): ``inference.json`` + ``inference.pdiparams`` (``paddle.jit.save``
+on Paddle 3), the same ``config.json``, ``labels.json``, ``sentencepiece.bpe.model``, ``metadata.json``, and
+``SHA256SUMS``. SER program: inputs ``input_ids, bbox, attention_mask, token_type_ids`` ``(N, max_len[, 4])``
+int64, output logits ``(N, max_len, C)``. RE program: the same plus ``entities (N, E, 3)`` and ``pairs (N, P, 2)``
+(-1 padding), output pair logits ``(N, P, 2)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.features import RE_ENTITY_LABELS, XFUND_CLASSES, bio_labels
+from models.integrity import verify_model_dir, write_sha256sums
+from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
+from models.tokenizer import TOKENIZER_FILE
+
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "export_inference",
+           "STATE_FILE", "CONFIG_FILE", "LABELS_FILE", "METADATA_FILE", "TASKS"]
+
+STATE_FILE = "model_state.pdparams"
+CONFIG_FILE = "config.json"
+PADDLEOCR_CONFIG_FILE = "model_config.json"
+LABELS_FILE = "labels.json"
+METADATA_FILE = "metadata.json"
+FORMAT_NAME = "kiebeam-kie-checkpoint"
+EXPORT_FORMAT_NAME = "kiebeam-kie-inference"
+TASKS = ("ser", "re")
+# Keys of LayoutXLM checkpoints with a visual backbone that the text-only model accepts and ignores.
+_IGNORED_PREFIXES = ("layoutxlm.visual.", "layoutxlm.visual_proj.")
+# Buffers that may be absent from a checkpoint; the model's own value is kept.
+_OPTIONAL_KEYS = ("layoutxlm.embeddings.position_ids",)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder cannot be loaded; the message names the file and what is wrong."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded KIE model with everything needed to use it.
+
+    Attributes:
+        model: the SerModel or ReModel (in eval mode).
+        task: ``"ser"`` or ``"re"``.
+        config: the backbone config.
+        labels: SER BIO labels (index = label id) or the RE entity labels (HEADER, QUESTION, ANSWER).
+        tokenizer_dir: folder holding ``sentencepiece.bpe.model``.
+        metadata: ``metadata.json`` content (empty for foreign formats).
+        folder: where it was loaded from.
+    """
+
+    model: Any
+    task: str
+    config: LayoutXLMConfig
+    labels: list[str]
+    tokenizer_dir: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+
+
+def _task_of(model: Any) -> str:
+    if isinstance(model, SerModel):
+        return "ser"
+    if isinstance(model, ReModel):
+        return "re"
+    raise ValueError(f"expected a SerModel or ReModel, got {type(model).__name__}")
+
+
+def _labels_for(task: str, labels: list[str] | None, model: Any) -> list[str]:
+    if task == "re":
+        want = sorted(RE_ENTITY_LABELS, key=RE_ENTITY_LABELS.get)
+        if labels is not None and list(labels) != want:
+            raise ValueError(f"RE entity labels are fixed to {want} (PaddleOCR), got {labels}")
+        return want
+    if labels is None:
+        labels = bio_labels(XFUND_CLASSES)
+    if len(labels) != model.num_labels:
+        raise ValueError(f"{len(labels)} labels {labels} for a classifier with {model.num_labels} outputs")
+    return list(labels)
+
+
+def save_checkpoint(model: Any, out_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike,
+                    labels: list[str] | None = None, training_data: Any = None,
+                    metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    max_len: int = 512) -> Path:
+    """Writes our checkpoint folder (weights, config, labels, tokenizer, metadata, SHA256SUMS).
+
+    Args:
+        model: a SerModel or ReModel.
+        out_dir: the folder (created; existing files of the same names are replaced).
+        tokenizer_dir: folder with the tokenizer's ``sentencepiece.bpe.model``.
+        labels: SER BIO labels (default XFUND's); must be None or the fixed entity labels for RE.
+        training_data: JSON-ready description of the training data (e.g. the shard manifest).
+        metrics: JSON-ready metrics (e.g. ``{"hmean": 0.93}``).
+        extra: other JSON-ready metadata (e.g. the training config).
+        max_len: window length the model was trained with.
+
+    Returns:
+        The folder.
+
+    Raises:
+        ValueError: a model of another type, labels that do not fit, or a missing tokenizer file.
+    """
+    import paddle
+
+    task = _task_of(model)
+    labels = _labels_for(task, labels, model)
+    tok = Path(tokenizer_dir) / TOKENIZER_FILE
+    if not tok.is_file():
+        raise CheckpointError(f"tokenizer file {tok} is missing")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paddle.save(model.state_dict(), str(out / STATE_FILE))
+    (out / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
+    (out / LABELS_FILE).write_text(json.dumps({"task": task, "labels": labels}, indent=2))
+    if tok.resolve() != (out / TOKENIZER_FILE).resolve():
+        shutil.copyfile(tok, out / TOKENIZER_FILE)
+    meta = {"format": FORMAT_NAME, "version": 1, "task": task, "max_len": max_len,
+            "training_data": training_data, "metrics": metrics or {}, **(extra or {})}
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    write_sha256sums(out, [STATE_FILE, CONFIG_FILE, LABELS_FILE, TOKENIZER_FILE, METADATA_FILE])
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _find_base_config(d: Any) -> dict[str, Any] | None:
+    """The dict holding ``hidden_size`` inside a PaddleNLP v1 ``init_args`` tree."""
+    if isinstance(d, dict):
+        if "hidden_size" in d:
+            return d
+        children = list(d.values())
+    elif isinstance(d, list | tuple):
+        children = list(d)
+    else:
+        return None
+    for c in children:
+        found = _find_base_config(c)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_state(model: Any, state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Returns the state to load; raises naming the file on missing/unexpected keys and wrong shapes."""
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
+    missing = sorted(k for k in own if k not in state and k not in _OPTIONAL_KEYS)
+    unexpected = sorted(k for k in state if k not in own)
+    if missing:
+        raise CheckpointError(f"{path} is missing {len(missing)} keys: {missing[:8]}"
+                              f"{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        raise CheckpointError(f"{path} has {len(unexpected)} unexpected keys: {unexpected[:8]}"
+                              f"{' ...' if len(unexpected) > 8 else ''}")
+    for k, v in state.items():
+        want, got = list(own[k].shape), list(np.shape(v))
+        if want != got:
+            raise CheckpointError(f"{path}: key {k} has shape {got}, the model expects {want}")
+    return state
+
+
+def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False,
+                    tokenizer_dir: str | os.PathLike | None = None, task: str | None = None) -> Checkpoint:
+    """Loads our checkpoint folder, a PaddleOCR ``best_accuracy`` folder or a PaddleNLP folder.
+
+    The folder is verified against its ``SHA256SUMS`` first (``.pdparams`` files are pickles).
+
+    Args:
+        folder: the checkpoint folder.
+        allow_unverified: accept a folder without ``SHA256SUMS`` (an explicit user choice).
+        tokenizer_dir: where ``sentencepiece.bpe.model`` is when the folder has none.
+        task: ``"ser"`` or ``"re"`` to insist on one; by default it is read or inferred from the keys.
+
+    Returns:
+        The :class:`Checkpoint`, model in eval mode.
+
+    Raises:
+        CheckpointError: a missing file or tokenizer, bad JSON, missing/unexpected keys, wrong shapes.
+        models.integrity.ModelIntegrityError: a missing ``SHA256SUMS`` or a checksum mismatch.
+    """
+    import paddle
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint folder {root} does not exist or is not a folder")
+    if (root / METADATA_FILE).is_file():
+        config_name = CONFIG_FILE
+    elif (root / PADDLEOCR_CONFIG_FILE).is_file():
+        config_name = PADDLEOCR_CONFIG_FILE
+    elif (root / CONFIG_FILE).is_file():
+        config_name = CONFIG_FILE
+    else:
+        raise CheckpointError(f"checkpoint folder {root} has no {CONFIG_FILE} or {PADDLEOCR_CONFIG_FILE}")
+    ours = (root / METADATA_FILE).is_file()
+    required = [STATE_FILE, config_name] + ([LABELS_FILE, METADATA_FILE] if ours else [])
+    for name in required:
+        if not (root / name).is_file():
+            raise CheckpointError(f"checkpoint file {root / name} is missing")
+    tok_dir = root if (root / TOKENIZER_FILE).is_file() else (Path(tokenizer_dir) if tokenizer_dir else None)
+    if tok_dir is None or not (tok_dir / TOKENIZER_FILE).is_file():
+        raise CheckpointError(f"tokenizer file {TOKENIZER_FILE} is missing from {root}"
+                              + (f" and from {tok_dir}" if tok_dir else "; pass tokenizer_dir"))
+    if tok_dir == root:
+        required.append(TOKENIZER_FILE)
+    verify_model_dir(root, required, allow_unverified=allow_unverified)
+
+    raw_cfg = _read_json(root / config_name)
+    meta = _read_json(root / METADATA_FILE) if ours else {}
+    base = raw_cfg if ours else _find_base_config(raw_cfg)
+    if base is None:
+        raise CheckpointError(f"{root / config_name} holds no LayoutXLM config (no hidden_size)")
+    try:
+        config = LayoutXLMConfig.from_dict(base, strict=ours)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{root / config_name}: {e}") from e
+
+    try:
+        state = paddle.load(str(root / STATE_FILE))
+    except Exception as e:  # a truncated or foreign pickle
+        raise CheckpointError(f"cannot read {root / STATE_FILE}: {e}") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{root / STATE_FILE} holds a {type(state).__name__}, expected a state dict")
+
+    found_task = "re" if "extractor.entity_emb.weight" in state else "ser"
+    labels = None
+    if ours:
+        lab = _read_json(root / LABELS_FILE)
+        found_task, labels = lab.get("task", meta.get("task")), lab.get("labels")
+    if found_task not in TASKS:
+        raise CheckpointError(f"{root}: unknown task {found_task!r}, expected one of {TASKS}")
+    if task is not None and task != found_task:
+        raise CheckpointError(f"{root} holds a {found_task} model, expected {task}")
+    if found_task == "ser":
+        if "classifier.bias" not in state:
+            raise CheckpointError(f"{root / STATE_FILE} is missing keys: ['classifier.bias', 'classifier.weight']")
+        num_labels = int(np.shape(state["classifier.bias"])[0])
+        if labels is None:
+            labels = bio_labels(XFUND_CLASSES) if num_labels == 7 else [f"LABEL_{i}" for i in range(num_labels)]
+        model = SerModel(config, num_labels)
+    else:
+        model = ReModel(config)
+    state = _check_state(model, state, root / STATE_FILE)
+    model.set_state_dict(state)
+    model.eval()
+    try:
+        labels = _labels_for(found_task, labels, model)
+    except ValueError as e:
+        raise CheckpointError(f"{root / LABELS_FILE}: {e}") from e
+    return Checkpoint(model=model, task=found_task, config=config, labels=labels, tokenizer_dir=tok_dir,
+                      metadata=meta, folder=root)
+
+
+def _export_layer(model: Any) -> Any:
+    """A layer whose forward returns only the logits tensor (what the inference program outputs)."""
+    from paddle import nn
+
+    class SerLogits(nn.Layer):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, bbox, attention_mask, token_type_ids):  # noqa: ANN001, ANN201
+            return self.inner(input_ids, bbox, attention_mask, token_type_ids).logits
+
+    class RePairLogits(nn.Layer):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, bbox, attention_mask, token_type_ids, entities, pairs):  # noqa: ANN001, ANN201
+            return self.inner(input_ids, bbox, attention_mask, entities, pairs, token_type_ids).logits
+
+    return SerLogits(model) if isinstance(model, SerModel) else RePairLogits(model)
+
+
+def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
+                     tokenizer_dir: str | os.PathLike | None = None, labels: list[str] | None = None,
+                     max_len: int = 512, allow_unverified: bool = False) -> Path:
+    """Exports a KIE model to Paddle Inference (``paddle.jit.save``) with its tokenizer, labels and checksums.
+
+    Args:
+        model_or_folder: a SerModel/ReModel, a :class:`Checkpoint`, or a checkpoint folder
+            (:func:`load_checkpoint` formats).
+        out_dir: the export folder (created).
+        tokenizer_dir: tokenizer folder; needed for a bare model, or for a folder without a tokenizer.
+        labels: SER labels for a bare model (default XFUND's).
+        max_len: the fixed window length of the program's inputs.
+        allow_unverified: passed to :func:`load_checkpoint` for a folder.
+
+    Returns:
+        The export folder, loadable by ``models.kie.KiePredictor`` / ``models.paddle_infer.PaddlePredictor``.
+
+    Raises:
+        CheckpointError / ValueError: as :func:`load_checkpoint` and :func:`save_checkpoint`.
+    """
+    import paddle
+    from paddle.static import InputSpec
+
+    if isinstance(model_or_folder, str | os.PathLike):
+        model_or_folder = load_checkpoint(model_or_folder, allow_unverified=allow_unverified,
+                                          tokenizer_dir=tokenizer_dir)
+    if isinstance(model_or_folder, Checkpoint):
+        ck = model_or_folder
+        model, labels, tokenizer_dir, source = ck.model, ck.labels, ck.tokenizer_dir, ck.metadata
+    else:
+        model, source = model_or_folder, {}
+        if tokenizer_dir is None:
+            raise CheckpointError("export_inference of a bare model needs tokenizer_dir")
+    task = _task_of(model)
+    labels = _labels_for(task, labels, model)
+    tok = Path(tokenizer_dir) / TOKENIZER_FILE
+    if not tok.is_file():
+        raise CheckpointError(f"tokenizer file {tok} is missing")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    specs = [InputSpec([None, max_len], "int64", "input_ids"), InputSpec([None, max_len, 4], "int64", "bbox"),
+             InputSpec([None, max_len], "int64", "attention_mask"),
+             InputSpec([None, max_len], "int64", "token_type_ids")]
+    if task == "re":
+        specs += [InputSpec([None, None, 3], "int64", "entities"), InputSpec([None, None, 2], "int64", "pairs")]
+    was_training = model.training
+    model.eval()
+    layer = paddle.jit.to_static(_export_layer(model), input_spec=specs, full_graph=True)
+    paddle.jit.save(layer, str(out / "inference"))
+    if was_training:
+        model.train()
+
+    (out / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
+    (out / LABELS_FILE).write_text(json.dumps({"task": task, "labels": labels}, indent=2))
+    shutil.copyfile(tok, out / TOKENIZER_FILE)
+    meta = {"format": EXPORT_FORMAT_NAME, "version": 1, "task": task, "max_len": max_len,
+            "input_names": [s.name for s in specs], "paddle_version": paddle.__version__,
+            "source_metrics": source.get("metrics", {}), "training_data": source.get("training_data")}
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    write_sha256sums(out)
+    return out

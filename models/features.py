@@ -1,0 +1,315 @@
+"""LayoutXLM input features: the ONE place where text lines become model inputs, for training and inference.
+
+Pure numpy plus a tokenizer (anything with PaddleNLP's ``tokenize`` and ``convert_tokens_to_ids``); no Paddle.
+
+What a window holds (PaddleOCR's ``VQATokenLabelEncode`` + ``VQATokenPad``, VI-LayoutXLM settings):
+
+* each line is tokenised on its own, without ``<s>``/``</s>`` (PaddleOCR strips them), so every line starts with
+  sentencepiece's "▁" piece;
+* every token carries its **line's** box, scaled to LayoutXLM's grid as ``int(x * 1000 / W)``,
+  ``int(y * 1000 / H)`` (truncation, as PaddleOCR); a scaled value outside 0..1000 raises ``ValueError``
+  (PaddleOCR crashes above 1023 and silently accepts 1001..1023; pass ``clip=True`` to clip pixel boxes to
+  the page first);
+* padding to ``max_len`` with id 1 (``<pad>``), box ``[0, 0, 0, 0]``, attention mask 0, label -100;
+* BIO labels on all sub-tokens: ``B-X`` on a line's first token and ``I-X`` on the rest, ``O`` for
+  OTHER/OTHERS/IGNORE lines;
+* lines must arrive in reading order (``models.reading_order.order_by_tbyx``); a line whose text gives no token
+  (empty or whitespace-only) is skipped and gets no span (PaddleOCR skips it too).
+
+Long documents. PaddleOCR keeps only the first 512 tokens and predicts ``O`` for the rest. We keep everything
+with this **windowing rule**: lines are packed greedily, in order, into windows of at most ``max_len`` tokens;
+a line that does not fit in the current window starts the next one, so a line is never cut between windows.
+Only a line longer than ``max_len`` tokens on its own is cut: it starts a fresh window and is split into
+``max_len``-token chunks (the last chunk may share its window with the following lines). A document of at most
+``max_len`` tokens gives exactly one window, identical to PaddleOCR's input. Windows are independent model
+inputs; nothing attends across them, and RE pairs exist only within one window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "XFUND_CLASSES", "RE_ENTITY_LABELS", "IGNORE_INDEX", "PAD_TOKEN_ID",
+    "bio_labels", "normalize_box", "tokenize_lines", "Window", "build_windows", "ReInputs", "build_re_inputs",
+]
+
+XFUND_CLASSES = ("OTHER", "QUESTION", "ANSWER", "HEADER")
+"""The lines of PaddleOCR's ``class_list_xfun.txt``, in order."""
+
+RE_ENTITY_LABELS = {"HEADER": 0, "QUESTION": 1, "ANSWER": 2}
+"""Entity label ids of the RE head (PaddleOCR's fixed ``entities_labels``)."""
+
+IGNORE_INDEX = -100
+PAD_TOKEN_ID = 1
+_OTHER_NAMES = frozenset({"O", "OTHER", "OTHERS", "IGNORE"})
+
+
+def bio_labels(classes: Sequence[str]) -> list[str]:
+    """BIO label list from a class list, as PaddleOCR's ``load_vqa_bio_label_maps``.
+
+    Args:
+        classes: class names, e.g. :data:`XFUND_CLASSES`; OTHER/OTHERS/IGNORE (any case) are dropped.
+
+    Returns:
+        ``["O", "B-X", "I-X", ...]`` upper-case, in class order; the index is the label id.
+
+    >>> bio_labels(XFUND_CLASSES)
+    ['O', 'B-QUESTION', 'I-QUESTION', 'B-ANSWER', 'I-ANSWER', 'B-HEADER', 'I-HEADER']
+    """
+    out = ["O"]
+    for c in classes:
+        name = c.strip().upper()
+        if not name:
+            raise ValueError(f"empty class name in {list(classes)!r}")
+        if name in _OTHER_NAMES:
+            continue
+        if f"B-{name}" in out:
+            raise ValueError(f"class {c!r} appears twice in {list(classes)!r}")
+        out += [f"B-{name}", f"I-{name}"]
+    return out
+
+
+def normalize_box(box: Sequence[float], width: int, height: int, *, clip: bool = False) -> tuple[int, int, int, int]:
+    """Scales a pixel box ``(x0, y0, x1, y1)`` to LayoutXLM's 0..1000 grid (``int(x * 1000 / W)``).
+
+    Args:
+        box: pixel box, ``x0 <= x1``, ``y0 <= y1``.
+        width: page width in pixels (> 0).
+        height: page height in pixels (> 0).
+        clip: clip the pixel box to the page before scaling instead of raising.
+
+    Returns:
+        The scaled box as Python ints.
+
+    Raises:
+        ValueError: a non-positive page size, an inverted box, or a scaled value outside 0..1000.
+
+    >>> normalize_box((124, 351, 2480, 3508), 2480, 3508)
+    (50, 100, 1000, 1000)
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"page size {width}x{height} must be positive")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if clip:
+        x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+        y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"box {tuple(box)} is inverted: expected x0 <= x1 and y0 <= y1")
+    out = (int(x0 * 1000 / width), int(y0 * 1000 / height), int(x1 * 1000 / width), int(y1 * 1000 / height))
+    if min(out) < 0 or max(out) > 1000:
+        raise ValueError(f"box {tuple(box)} on a {width}x{height} page scales to {out}, outside 0..1000 "
+                         f"(the box leaves the page; pass clip=True to clip it)")
+    return out
+
+
+def tokenize_lines(texts: Sequence[str], tokenizer) -> list[list[int]]:  # noqa: ANN001 (duck-typed tokenizer)
+    """Token ids of each line, tokenised alone, without special tokens (PaddleOCR's per-line encoding).
+
+    Args:
+        texts: line texts.
+        tokenizer: a ``LayoutXLMTokenizer`` (``tokenize`` + ``convert_tokens_to_ids``).
+
+    Returns:
+        One id list per line (empty for a line that gives no token).
+    """
+    return [list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(t))) if t else [] for t in texts]
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One model input of ``max_len`` tokens (arrays are numpy int64).
+
+    Attributes:
+        input_ids: ``(L,)`` token ids, padded with 1.
+        bbox: ``(L, 4)`` boxes on the 0..1000 grid, padding ``[0, 0, 0, 0]``.
+        attention_mask: ``(L,)`` 1 on tokens, 0 on padding.
+        token_type_ids: ``(L,)`` zeros.
+        labels: ``(L,)`` BIO label ids, -100 on padding; None without line labels.
+        line_ids: page line indices present in this window, in order.
+        line_spans: token ``[start, end)`` of each of those lines in this window.
+    """
+
+    input_ids: np.ndarray
+    bbox: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    labels: np.ndarray | None
+    line_ids: tuple[int, ...]
+    line_spans: tuple[tuple[int, int], ...]
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of real (non-padding) tokens."""
+        return int(self.attention_mask.sum())
+
+
+def _line_label_ids(line_labels: Sequence[str | None], label2id: Mapping[str, int]) -> list[tuple[int, int]]:
+    """(B id, I id) per line; (0, 0) for O-like labels."""
+    out = []
+    for k, lab in enumerate(line_labels):
+        name = "O" if lab is None else str(lab).strip().upper()
+        if name in _OTHER_NAMES or name == "":
+            out.append((label2id.get("O", 0), label2id.get("O", 0)))
+            continue
+        if f"B-{name}" not in label2id or f"I-{name}" not in label2id:
+            raise ValueError(f"line {k} has label {lab!r}, which is not in the label map {sorted(label2id)}")
+        out.append((label2id[f"B-{name}"], label2id[f"I-{name}"]))
+    return out
+
+
+def build_windows(texts: Sequence[str], boxes: Sequence[Sequence[float]], width: int, height: int,
+                  tokenizer, *, line_labels: Sequence[str | None] | None = None,  # noqa: ANN001
+                  label2id: Mapping[str, int] | None = None, max_len: int = 512, clip: bool = False,
+                  token_ids: Sequence[Sequence[int]] | None = None) -> list[Window]:
+    """Builds the model windows of one page (see the module docstring for the windowing rule).
+
+    Args:
+        texts: line texts, in reading order.
+        boxes: pixel boxes ``(x0, y0, x1, y1)`` of the lines.
+        width: page width in pixels.
+        height: page height in pixels.
+        tokenizer: a ``LayoutXLMTokenizer`` (unused when ``token_ids`` is given).
+        line_labels: per-line class names (``QUESTION``, ``answer``, ``OTHER``, None = O) for training.
+        label2id: BIO label map; default ``bio_labels(XFUND_CLASSES)``.
+        max_len: tokens per window (512 for the published models).
+        clip: clip boxes to the page instead of raising on boxes that leave it.
+        token_ids: pre-tokenised lines (from :func:`tokenize_lines`), to skip tokenisation.
+
+    Returns:
+        The windows, at least one (a page without tokens gives one all-padding window with no lines).
+
+    Raises:
+        ValueError: mismatched lengths, a bad box, an unknown label, or ``max_len < 1``.
+    """
+    if len(texts) != len(boxes):
+        raise ValueError(f"got {len(texts)} texts but {len(boxes)} boxes")
+    if line_labels is not None and len(line_labels) != len(texts):
+        raise ValueError(f"got {len(texts)} texts but {len(line_labels)} line labels")
+    if max_len < 1:
+        raise ValueError(f"max_len={max_len} must be positive")
+    if token_ids is None:
+        token_ids = tokenize_lines(texts, tokenizer)
+    elif len(token_ids) != len(texts):
+        raise ValueError(f"got {len(texts)} texts but {len(token_ids)} token id lists")
+    norm = [normalize_box(b, width, height, clip=clip) for b in boxes]
+    lab_ids = None
+    if line_labels is not None:
+        lab_ids = _line_label_ids(line_labels, label2id or {n: i for i, n in enumerate(bio_labels(XFUND_CLASSES))})
+
+    # Pieces: (line, first token index within the line, token ids); assign pieces to windows.
+    windows: list[list[tuple[int, int, list[int]]]] = [[]]
+    used = 0
+    for k, ids in enumerate(token_ids):
+        ids = list(ids)
+        if not ids:
+            continue
+        if len(ids) <= max_len:
+            if used + len(ids) > max_len:
+                windows.append([])
+                used = 0
+            windows[-1].append((k, 0, ids))
+            used += len(ids)
+            continue
+        if used:  # an over-long line starts a fresh window and is cut into max_len chunks
+            windows.append([])
+            used = 0
+        for s in range(0, len(ids), max_len):
+            if used:
+                windows.append([])
+                used = 0
+            chunk = ids[s:s + max_len]
+            windows[-1].append((k, s, chunk))
+            used = len(chunk)
+    return [_make_window(w, norm, lab_ids, max_len) for w in windows]
+
+
+def _make_window(pieces: list[tuple[int, int, list[int]]], norm: list[tuple[int, int, int, int]],
+                 lab_ids: list[tuple[int, int]] | None, max_len: int) -> Window:
+    input_ids = np.full(max_len, PAD_TOKEN_ID, dtype=np.int64)
+    bbox = np.zeros((max_len, 4), dtype=np.int64)
+    mask = np.zeros(max_len, dtype=np.int64)
+    labels = np.full(max_len, IGNORE_INDEX, dtype=np.int64) if lab_ids is not None else None
+    line_ids, spans = [], []
+    pos = 0
+    for k, first, ids in pieces:
+        n = len(ids)
+        input_ids[pos:pos + n] = ids
+        bbox[pos:pos + n] = norm[k]
+        mask[pos:pos + n] = 1
+        if labels is not None:
+            b_id, i_id = lab_ids[k]
+            labels[pos:pos + n] = i_id
+            if first == 0:  # the continuation chunk of a cut line has no B- token
+                labels[pos] = b_id
+        line_ids.append(k)
+        spans.append((pos, pos + n))
+        pos += n
+    return Window(input_ids, bbox, mask, np.zeros(max_len, dtype=np.int64), labels, tuple(line_ids), tuple(spans))
+
+
+@dataclass(frozen=True, eq=False)
+class ReInputs:
+    """RE inputs of one window (numpy int64).
+
+    Attributes:
+        entities: ``(E, 3)`` rows ``(start, end, label)``: token span ``[start, end)`` in the window and the
+            label id in :data:`RE_ENTITY_LABELS`.
+        entity_line_ids: page line index of each entity.
+        pairs: ``(P, 2)`` candidate ``(question entity, answer entity)`` indices, question-major (PaddleOCR's
+            meshgrid order).
+        pair_labels: ``(P,)`` 1 for gold links, 0 otherwise; None without links.
+    """
+
+    entities: np.ndarray
+    entity_line_ids: tuple[int, ...]
+    pairs: np.ndarray
+    pair_labels: np.ndarray | None
+
+
+def build_re_inputs(window: Window, line_labels: Sequence[str | None],
+                    links: Sequence[tuple[int, int]] | None = None) -> ReInputs:
+    """Entities, candidate pairs and (optionally) gold pair labels of one window.
+
+    Every line of the window whose label is HEADER, QUESTION or ANSWER (any case) becomes an entity; other
+    labels (None, O, OTHER, ...) are not entities. Candidates are all (question, answer) pairs, questions in
+    the outer loop, as PaddleNLP's ``build_relation``. Differences from PaddleNLP, on purpose: a window with
+    at most 2 entities is scored normally (PaddleNLP replaces them with dummies and predicts nothing), and a
+    window without candidates has zero pairs (PaddleNLP scores one dummy pair).
+
+    Args:
+        window: a window from :func:`build_windows`.
+        line_labels: per **page** line class names (indexed by page line id), e.g. SER predictions.
+        links: gold links as pairs of page line ids, in either order (XFUND ``linking``); a link counts when
+            one end is a question line and the other an answer line of this window.
+
+    Returns:
+        The window's :class:`ReInputs`.
+
+    Raises:
+        ValueError: a window line id outside ``line_labels``.
+    """
+    ents, ent_lines = [], []
+    for k, (s, e) in zip(window.line_ids, window.line_spans):
+        if k >= len(line_labels):
+            raise ValueError(f"window line {k} is outside the {len(line_labels)} line labels")
+        lab = line_labels[k]
+        name = "" if lab is None else str(lab).strip().upper()
+        if name in RE_ENTITY_LABELS:
+            ents.append((s, e, RE_ENTITY_LABELS[name]))
+            ent_lines.append(k)
+    entities = np.asarray(ents, dtype=np.int64).reshape(-1, 3)
+    q = np.flatnonzero(entities[:, 2] == RE_ENTITY_LABELS["QUESTION"])
+    a = np.flatnonzero(entities[:, 2] == RE_ENTITY_LABELS["ANSWER"])
+    pairs = np.stack(np.meshgrid(q, a, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.int64)
+    pair_labels = None
+    if links is not None:
+        gold = set()
+        for x, y in links:
+            gold.add((int(x), int(y)))
+            gold.add((int(y), int(x)))
+        pair_labels = np.asarray([(ent_lines[i], ent_lines[j]) in gold for i, j in pairs], dtype=np.int64)
+    return ReInputs(entities, tuple(ent_lines), pairs, pair_labels)

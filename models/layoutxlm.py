@@ -1,0 +1,497 @@
+"""VI-LayoutXLM (text-only LayoutXLM) with the SER token-classification head and the RE relation head.
+
+One file, the whole forward pass. Parameter names are exactly PaddleNLP's ``LayoutXLMForTokenClassification``
+/ ``LayoutXLMForRelationExtraction`` names, so PaddleOCR's published ``ser_vi_layoutxlm_xfund`` /
+``re_vi_layoutxlm_xfund`` ``model_state.pdparams`` load with ``set_state_dict`` unchanged (Paddle stores Linear
+weights ``[in, out]`` on both sides).
+
+Why text-only is exact. PaddleNLP appends 49 visual tokens (a 7x7 grid) to the 512 text tokens, but in VI mode
+(``use_visual_backbone=False``) their attention mask is 0, and masked keys get score -1e10 before softmax, so they
+contribute exactly nothing to the text tokens' outputs. We drop them; ``visual_segment_embedding`` and
+``visual_LayerNorm`` are kept as (unused) parameters and ``pooler`` too, so checkpoints load without missing or
+unexpected keys. Relative 1-D / 2-D attention biases are off in (VI-)LayoutXLM-base and not implemented.
+
+Embedding of text token t (PaddleNLP ``_calc_text_embeddings``)::
+
+    LN(word[id] + pos[t] + concat(x[x0], y[y0], x[x1], y[y1], h[y1 - y0], w[x1 - x0]) + type[0])
+
+with position ids 0..L-1 (not RoBERTa's pad-offset ids). Encoder: post-LN BERT layers, GELU (erf).
+
+The RE head is vectorised over all candidate pairs of a batch (PaddleNLP loops in Python, about 20x slower on
+a page, and its ``build_relation`` is broken in 2.8.1); the maths is PaddleNLP's ``REDecoder``: an entity is
+``[hidden of its first token ; entity_emb(label)]``, two 2-layer ReLU FFNNs, a biaffine classifier with 2 classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+__all__ = ["LayoutXLMConfig", "LayoutXLMModel", "SerModel", "SerOutput", "ReModel", "ReOutput",
+           "REDecoder", "BiaffineAttention", "IGNORE_INDEX"]
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class LayoutXLMConfig:
+    """LayoutXLM backbone configuration; the defaults are ``vi-layoutxlm-base-uncased``.
+
+    ``hidden_size`` must equal ``4 * coordinate_size + 2 * shape_size`` (the 2-D layout embedding concatenates
+    x0, y0, x1, y1, h, w lookups). A tiny test config: ``LayoutXLMConfig(vocab_size=100, hidden_size=48,
+    num_hidden_layers=2, num_attention_heads=2, intermediate_size=96, coordinate_size=8, shape_size=8)``.
+    """
+
+    vocab_size: int = 250002
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 514
+    max_2d_position_embeddings: int = 1024
+    coordinate_size: int = 128
+    shape_size: int = 128
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    pad_token_id: int = 1
+    has_visual_segment_embedding: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hidden_size != 4 * self.coordinate_size + 2 * self.shape_size:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must equal 4*coordinate_size + 2*shape_size = "
+                f"4*{self.coordinate_size} + 2*{self.shape_size} = {4 * self.coordinate_size + 2 * self.shape_size}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act != "gelu":
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported, expected 'gelu'")
+        for name in ("vocab_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+                     "max_2d_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, strict: bool = True) -> LayoutXLMConfig:
+        """Builds a config from :meth:`to_dict` output or a PaddleNLP ``config.json``/``init_args`` dict.
+
+        Args:
+            d: the dict.
+            strict: raise on keys this class does not know; with False they are ignored, except that
+                enabled relative/spatial attention biases or a visual backbone always raise.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: unknown keys (strict), or a PaddleNLP feature this text-only model does not implement.
+        """
+        known = {f.name for f in fields(cls)}
+        for flag in ("has_relative_attention_bias", "has_spatial_attention_bias", "fast_qkv"):
+            if d.get(flag):
+                raise ValueError(f"config sets {flag}=True, which this VI-LayoutXLM implementation does not support")
+        unknown = sorted(set(d) - known)
+        if strict and unknown:
+            raise ValueError(f"unknown LayoutXLMConfig keys {unknown}, expected a subset of {sorted(known)}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------------------------- backbone
+
+
+class LayoutXLMEmbeddings(nn.Layer):
+    """Word, 1-D position, 2-D layout and token-type embeddings (PaddleNLP names)."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        c = config
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=0)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.x_position_embeddings = nn.Embedding(c.max_2d_position_embeddings, c.coordinate_size)
+        self.y_position_embeddings = nn.Embedding(c.max_2d_position_embeddings, c.coordinate_size)
+        self.h_position_embeddings = nn.Embedding(c.max_2d_position_embeddings, c.shape_size)
+        self.w_position_embeddings = nn.Embedding(c.max_2d_position_embeddings, c.shape_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, epsilon=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.register_buffer("position_ids", paddle.arange(c.max_position_embeddings, dtype="int64").unsqueeze(0))
+
+    def forward(self, input_ids: paddle.Tensor, bbox: paddle.Tensor, token_type_ids: paddle.Tensor) -> paddle.Tensor:
+        """Text embeddings ``(B, L, H)`` from ids ``(B, L)``, boxes ``(B, L, 4)`` and type ids ``(B, L)``."""
+        position_ids = self.position_ids[:, :paddle.shape(input_ids)[1]]  # (1, L): 0..L-1
+        spatial = paddle.concat([
+            self.x_position_embeddings(bbox[:, :, 0]),
+            self.y_position_embeddings(bbox[:, :, 1]),
+            self.x_position_embeddings(bbox[:, :, 2]),
+            self.y_position_embeddings(bbox[:, :, 3]),
+            self.h_position_embeddings(bbox[:, :, 3] - bbox[:, :, 1]),
+            self.w_position_embeddings(bbox[:, :, 2] - bbox[:, :, 0]),
+        ], axis=-1)  # (B, L, H)
+        emb = (self.word_embeddings(input_ids) + self.position_embeddings(position_ids) + spatial
+               + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.LayerNorm(emb))
+
+
+class LayoutXLMSelfAttention(nn.Layer):
+    """Multi-head self-attention without relative biases."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _split(self, x: paddle.Tensor) -> paddle.Tensor:
+        # 0 copies the input dim, so the same code runs with dynamic shapes when exported.
+        return x.reshape([0, 0, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])  # (B, nH, L, d)
+
+    def forward(self, hidden: paddle.Tensor, mask_bias: paddle.Tensor) -> paddle.Tensor:
+        """Context ``(B, L, H)``; ``mask_bias`` ``(B, 1, 1, L)`` is 0 on tokens and -1e10 on padding."""
+        q = self._split(self.query(hidden)) / math.sqrt(self.head_dim)
+        k = self._split(self.key(hidden))
+        v = self._split(self.value(hidden))
+        # PaddleNLP replaces masked scores by -1e10; adding -1e10 gives the same softmax (exp underflows to 0).
+        scores = paddle.matmul(q, k, transpose_y=True) + mask_bias  # (B, nH, L, L)
+        probs = self.dropout(F.softmax(scores, axis=-1))
+        ctx = paddle.matmul(probs, v).transpose([0, 2, 1, 3])  # (B, L, nH, d)
+        return ctx.reshape([0, 0, -1])
+
+
+class LayoutXLMSelfOutput(nn.Layer):
+    """Attention output projection + residual + LayerNorm."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: paddle.Tensor, residual: paddle.Tensor) -> paddle.Tensor:
+        """``LN(dropout(dense(hidden)) + residual)``."""
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class LayoutXLMAttention(nn.Layer):
+    """``self`` + ``output`` (PaddleNLP names)."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.self = LayoutXLMSelfAttention(config)
+        self.output = LayoutXLMSelfOutput(config)
+
+    def forward(self, hidden: paddle.Tensor, mask_bias: paddle.Tensor) -> paddle.Tensor:
+        """Attention block output ``(B, L, H)``."""
+        return self.output(self.self(hidden, mask_bias), hidden)
+
+
+class LayoutXLMIntermediate(nn.Layer):
+    """FFN up-projection with exact (erf) GELU."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = nn.GELU()
+
+    def forward(self, hidden: paddle.Tensor) -> paddle.Tensor:
+        """``gelu(dense(hidden))`` ``(B, L, I)``."""
+        return self.intermediate_act_fn(self.dense(hidden))
+
+
+class LayoutXLMOutput(nn.Layer):
+    """FFN down-projection + residual + LayerNorm."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: paddle.Tensor, residual: paddle.Tensor) -> paddle.Tensor:
+        """``LN(dropout(dense(hidden)) + residual)`` ``(B, L, H)``."""
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class LayoutXLMLayer(nn.Layer):
+    """One post-LN transformer layer."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.attention = LayoutXLMAttention(config)
+        self.intermediate = LayoutXLMIntermediate(config)
+        self.output = LayoutXLMOutput(config)
+
+    def forward(self, hidden: paddle.Tensor, mask_bias: paddle.Tensor) -> paddle.Tensor:
+        """Layer output ``(B, L, H)``."""
+        att = self.attention(hidden, mask_bias)
+        return self.output(self.intermediate(att), att)
+
+
+class LayoutXLMEncoder(nn.Layer):
+    """The stack of layers (``encoder.layer.N``)."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.layer = nn.LayerList([LayoutXLMLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden: paddle.Tensor, mask_bias: paddle.Tensor) -> list[paddle.Tensor]:
+        """Every layer's output, ``num_hidden_layers`` tensors ``(B, L, H)``."""
+        outs = []
+        for layer in self.layer:
+            hidden = layer(hidden, mask_bias)
+            outs.append(hidden)
+        return outs
+
+
+class LayoutXLMPooler(nn.Layer):
+    """``tanh(dense(seq[:, 0]))``; kept so checkpoints load without unexpected keys (SER/RE do not use it)."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden: paddle.Tensor) -> paddle.Tensor:
+        """Pooled ``(B, H)``."""
+        return self.activation(self.dense(hidden[:, 0]))
+
+
+class LayoutXLMModel(nn.Layer):
+    """The text-only LayoutXLM backbone (the ``layoutxlm.*`` part of a checkpoint)."""
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = LayoutXLMEmbeddings(config)
+        if config.has_visual_segment_embedding:  # unused in VI mode, kept for checkpoint compatibility
+            self.visual_segment_embedding = self.create_parameter(shape=[config.hidden_size], dtype="float32")
+        self.visual_LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.encoder = LayoutXLMEncoder(config)
+        self.pooler = LayoutXLMPooler(config)
+
+    def forward(self, input_ids: paddle.Tensor, bbox: paddle.Tensor, attention_mask: paddle.Tensor,
+                token_type_ids: paddle.Tensor | None = None) -> list[paddle.Tensor]:
+        """Runs the encoder.
+
+        Args:
+            input_ids: ``(B, L)`` int64.
+            bbox: ``(B, L, 4)`` int64 on the 0..1000 grid.
+            attention_mask: ``(B, L)``, 1 on tokens, 0 on padding.
+            token_type_ids: ``(B, L)`` int64, default zeros.
+
+        Returns:
+            Each encoder layer's output ``(B, L, H)``; the last one is the sequence output.
+        """
+        if token_type_ids is None:
+            token_type_ids = paddle.zeros_like(input_ids)
+        emb = self.embeddings(input_ids, bbox, token_type_ids)  # (B, L, H)
+        mask_bias = (1.0 - attention_mask.astype(emb.dtype)).unsqueeze([1, 2]) * -1e10  # (B, 1, 1, L)
+        return self.encoder(emb, mask_bias)
+
+
+def _init_weights(layer: nn.Layer, std: float) -> None:
+    """PaddleNLP's init: normal(0, std) for Linear and Embedding weights, zero biases, LayerNorm (1, 0)."""
+    for sub in layer.sublayers(include_self=True):
+        if isinstance(sub, nn.Linear | nn.Embedding):
+            sub.weight.set_value(paddle.normal(0.0, std, sub.weight.shape))
+            if isinstance(sub, nn.Linear) and sub.bias is not None:
+                sub.bias.set_value(paddle.zeros(sub.bias.shape))
+        elif isinstance(sub, nn.LayerNorm):
+            sub.weight.set_value(paddle.ones(sub.weight.shape))
+            sub.bias.set_value(paddle.zeros(sub.bias.shape))
+
+
+# ----------------------------------------------------------------------------------------------- SER
+
+
+@dataclass
+class SerOutput:
+    """SER forward output.
+
+    Attributes:
+        logits: ``(B, L, C)``.
+        loss: mean token cross-entropy over tokens with ``attention_mask == 1`` and label != -100, or None.
+        hidden_states: each encoder layer's output ``(B, L, H)`` (UDML feature loss).
+    """
+
+    logits: paddle.Tensor
+    loss: paddle.Tensor | None
+    hidden_states: list[paddle.Tensor]
+
+
+class SerModel(nn.Layer):
+    """VI-LayoutXLM token classifier (``LayoutXLMForTokenClassification``; classifier dropout 0 as PaddleOCR).
+
+    Args:
+        config: backbone config.
+        num_labels: number of BIO labels (7 for XFUND).
+    """
+
+    def __init__(self, config: LayoutXLMConfig, num_labels: int) -> None:
+        super().__init__()
+        if num_labels < 1:
+            raise ValueError(f"num_labels={num_labels} must be positive")
+        self.config = config
+        self.num_labels = num_labels
+        self.layoutxlm = LayoutXLMModel(config)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        _init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids: paddle.Tensor, bbox: paddle.Tensor, attention_mask: paddle.Tensor,
+                token_type_ids: paddle.Tensor | None = None, labels: paddle.Tensor | None = None) -> SerOutput:
+        """Token logits, and the loss when ``labels`` ``(B, L)`` are given (PaddleOCR VQASerTokenLayoutLMLoss).
+
+        Args:
+            input_ids: ``(B, L)`` int64.
+            bbox: ``(B, L, 4)`` int64.
+            attention_mask: ``(B, L)`` int64.
+            token_type_ids: ``(B, L)`` int64 or None.
+            labels: ``(B, L)`` int64 label ids, -100 ignored.
+
+        Returns:
+            :class:`SerOutput`.
+        """
+        hidden_states = self.layoutxlm(input_ids, bbox, attention_mask, token_type_ids)
+        logits = self.classifier(hidden_states[-1])  # (B, L, C)
+        loss = None
+        if labels is not None:
+            active = attention_mask.astype("int64") == 1
+            target = paddle.where(active, labels.astype("int64"), paddle.full_like(labels, IGNORE_INDEX, "int64"))
+            target = target.reshape([-1, 1])
+            # Paddle's reduction="mean" divides by all tokens, ignored ones included: average explicitly.
+            ce = F.cross_entropy(logits.reshape([-1, self.num_labels]), target, ignore_index=IGNORE_INDEX,
+                                 reduction="none")  # (B*L, 1), 0 where ignored
+            kept = (target != IGNORE_INDEX).astype(ce.dtype)
+            loss = ce.sum() / kept.sum().clip(min=1.0)
+        return SerOutput(logits=logits, loss=loss, hidden_states=hidden_states)
+
+
+# ----------------------------------------------------------------------------------------------- RE
+
+
+class BiaffineAttention(nn.Layer):
+    """``bilinear(u, v) + linear([u; v])`` with 2 output classes (PaddleNLP names)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.bilinear = nn.Bilinear(in_features, in_features, out_features, bias_attr=False)
+        self.linear = nn.Linear(2 * in_features, out_features)
+
+    def forward(self, u: paddle.Tensor, v: paddle.Tensor) -> paddle.Tensor:
+        """Logits ``(N, out)`` for ``u``, ``v`` ``(N, in)``."""
+        return self.bilinear(u, v) + self.linear(paddle.concat([u, v], axis=-1))
+
+
+def _projection(hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Dropout(dropout))
+
+
+class REDecoder(nn.Layer):
+    """The relation head (``extractor.*``), vectorised over pairs."""
+
+    def __init__(self, hidden_size: int, dropout: float) -> None:
+        super().__init__()
+        self.entity_emb = nn.Embedding(3, hidden_size)
+        self.ffnn_head = _projection(hidden_size, dropout)
+        self.ffnn_tail = _projection(hidden_size, dropout)
+        self.rel_classifier = BiaffineAttention(hidden_size // 2, 2)
+
+    def forward(self, seq: paddle.Tensor, entities: paddle.Tensor, pairs: paddle.Tensor) -> paddle.Tensor:
+        """Pair logits ``(B, P, 2)``.
+
+        Args:
+            seq: sequence output ``(B, L, H)``.
+            entities: ``(B, E, 3)`` rows ``(start, end, label)``, -1 padding.
+            pairs: ``(B, P, 2)`` ``(head entity, tail entity)`` indices, -1 padding (padded pairs get
+                meaningless logits; mask them).
+        """
+        batch = paddle.shape(seq)[0]  # dynamic when exported
+        ent = entities.clip(min=0)
+        prs = pairs.clip(min=0)
+
+        def represent(side: int) -> paddle.Tensor:
+            idx = prs[:, :, side]  # (B, P) entity index
+            start = paddle.take_along_axis(ent[:, :, 0], idx, axis=1)  # (B, P) first token
+            label = paddle.take_along_axis(ent[:, :, 2], idx, axis=1)  # (B, P)
+            tok = paddle.take_along_axis(seq, start.unsqueeze(-1), axis=1)  # (B, P, H), index broadcast over H
+            return paddle.concat([tok, self.entity_emb(label)], axis=-1).reshape([-1, 2 * seq.shape[-1]])
+
+        heads = self.ffnn_head(represent(0))  # (B*P, H/2)
+        tails = self.ffnn_tail(represent(1))
+        logits = self.rel_classifier(heads, tails)  # (B*P, 2)
+        return logits.reshape([batch, -1, 2])
+
+
+@dataclass
+class ReOutput:
+    """RE forward output.
+
+    Attributes:
+        loss: cross-entropy mean over each document's valid pairs, summed over the batch (PaddleNLP), or None.
+        logits: pair logits ``(B, P, 2)``; class 1 = linked.
+        hidden_states: each encoder layer's output ``(B, L, H)``.
+    """
+
+    loss: paddle.Tensor | None
+    logits: paddle.Tensor
+    hidden_states: list[paddle.Tensor]
+
+
+class ReModel(nn.Layer):
+    """VI-LayoutXLM relation extraction (``LayoutXLMForRelationExtraction``; sequence dropout 0 as PaddleOCR).
+
+    Args:
+        config: backbone config.
+    """
+
+    def __init__(self, config: LayoutXLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layoutxlm = LayoutXLMModel(config)
+        self.extractor = REDecoder(config.hidden_size, config.hidden_dropout_prob)
+        _init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids: paddle.Tensor, bbox: paddle.Tensor, attention_mask: paddle.Tensor,
+                entities: paddle.Tensor, pairs: paddle.Tensor, token_type_ids: paddle.Tensor | None = None,
+                pair_labels: paddle.Tensor | None = None) -> ReOutput:
+        """Pair logits, and the loss when ``pair_labels`` are given.
+
+        Args:
+            input_ids: ``(B, L)`` int64.
+            bbox: ``(B, L, 4)`` int64.
+            attention_mask: ``(B, L)`` int64.
+            entities: ``(B, E, 3)`` int64 ``(start, end, label)`` rows, -1 padding
+                (labels: HEADER 0, QUESTION 1, ANSWER 2).
+            pairs: ``(B, P, 2)`` int64 candidate ``(question, answer)`` entity indices, -1 padding.
+            token_type_ids: ``(B, L)`` int64 or None.
+            pair_labels: ``(B, P)`` int64, 1 linked / 0 not, ignored where ``pairs`` is padding.
+
+        Returns:
+            :class:`ReOutput`.
+        """
+        hidden_states = self.layoutxlm(input_ids, bbox, attention_mask, token_type_ids)
+        logits = self.extractor(hidden_states[-1], entities, pairs)  # (B, P, 2)
+        loss = None
+        if pair_labels is not None:
+            valid = (pairs[:, :, 0] >= 0).astype(logits.dtype)  # (B, P)
+            ce = F.cross_entropy(logits.reshape([-1, 2]), pair_labels.clip(min=0).reshape([-1, 1]).astype("int64"),
+                                 reduction="none").reshape(valid.shape)  # (B, P)
+            per_doc = (ce * valid).sum(axis=1) / valid.sum(axis=1).clip(min=1.0)
+            loss = per_doc.sum()
+        return ReOutput(loss=loss, logits=logits, hidden_states=hidden_states)
