@@ -1,0 +1,197 @@
+"""Document images -> OCR -> SER -> RE -> Parquet, as one Apache Beam batch pipeline.
+
+Local run (bundled example pages, default models, DirectRunner)::
+
+    python -m pipelines.extract --demo
+    python -m pipelines.extract --input 'scans/*.jpg' --output out/ --runner FnApiRunner
+
+Output: ``<output>/<table>/run_id=<run_id>/part-*.parquet`` for the tables of :mod:`schemas.parquet`
+(documents, pages, lines, entities, pairs, errors) and a ``_SUCCESS`` marker per partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult, PipelineState
+
+from pipelines.options import ExtractConfig, ExtractOptions, to_config
+from schemas.parquet import TABLES
+from transforms.documents import (
+    FAILED_TAG,
+    HEADERS_TAG,
+    DecodePageFn,
+    ReadProbeFn,
+    first,
+    has_bytes,
+    key_header,
+    key_ref,
+    lacks_bytes,
+)
+from transforms.inference import KieModelHandler, OcrModelHandler
+from transforms.inputs import MatchPatternFn, ReadManifestFn
+from transforms.rows import ROW_TABLES, BuildDocumentRowFn, ToRowsFn, kie_result_to_outcome, ocr_result_to_outcome
+from transforms.write import WriteRunTables, partition_dir
+
+__all__ = ["run", "add_subcommand", "summarize", "main"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
+    """Builds and runs the extraction pipeline.
+
+    Args:
+        argv: command-line flags (:class:`pipelines.options.ExtractOptions` plus Beam's own).
+        test_pipeline: a pipeline to build into (tests); its options are used instead of ``argv``'s Beam flags.
+
+    Returns:
+        The finished pipeline's result (``wait_until_finish`` has been called; a summary is printed for local
+        runners).
+    """
+    options = PipelineOptions(argv) if argv is not None or test_pipeline is None else test_pipeline.options
+    options.view_as(SetupOptions).save_main_session = False  # workers import our packages, not __main__
+    if options.view_as(StandardOptions).runner is None:
+        # The DirectRunner would first try to download the Prism runner (fails or stalls offline).
+        options.view_as(StandardOptions).runner = "FnApiRunner"
+    cfg = to_config(options)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+
+    # 1. Inputs: cheap fan-out of URIs (one DocRef per input), then break fusion so work spreads out.
+    refs = []
+    if cfg.inputs:
+        refs.append(pipeline
+                    | "CreatePatterns" >> beam.Create(list(cfg.inputs))
+                    | "MatchPatterns" >> beam.ParDo(MatchPatternFn())
+                    | "KeyByUri" >> beam.Map(key_ref)
+                    | "DropDuplicateMatches" >> beam.CombinePerKey(first)
+                    | "DropKeys" >> beam.Values())
+    if cfg.manifest:
+        refs.append(pipeline
+                    | "CreateManifest" >> beam.Create([cfg.manifest])
+                    | "ReadManifest" >> beam.ParDo(ReadManifestFn()))
+    docs = refs | "FlattenInputs" >> beam.Flatten() | "ReshuffleDocuments" >> beam.Reshuffle()
+
+    # 2. Read + probe each document once: a header per document, page refs for its pages.
+    probed = docs | "ReadAndProbe" >> beam.ParDo(ReadProbeFn(cfg.limits)).with_outputs(HEADERS_TAG, main="pages")
+    single = probed.pages | "SinglePages" >> beam.Filter(has_bytes)
+    multi = (probed.pages
+             | "MultiPageRefs" >> beam.Filter(lacks_bytes)
+             | "ReshufflePages" >> beam.Reshuffle())
+    decoded = ((single, multi)
+               | "FlattenPageRefs" >> beam.Flatten()
+               | "DecodePages" >> beam.ParDo(DecodePageFn(cfg.limits)).with_outputs(FAILED_TAG, main="images"))
+
+    # 3. Models: OCR on pixels, then SER/RE on text + boxes (failed pages pass through with their error).
+    outcomes = (decoded.images
+                | "RunOcr" >> RunInference(OcrModelHandler(cfg.ocr, cfg.ocr_handler))
+                | "ToPageOutcomes" >> beam.Map(ocr_result_to_outcome))
+    if cfg.kie is not None:
+        outcomes = (outcomes
+                    | "RunKie" >> RunInference(KieModelHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir,
+                                                               cfg.kie.inference, cfg.kie_handler))
+                    | "UnwrapKie" >> beam.Map(kie_result_to_outcome))
+    outcomes = (outcomes, decoded[FAILED_TAG]) | "FlattenOutcomes" >> beam.Flatten()
+
+    # 4. Rows: per page, then one documents row per input (header joined with its page summaries).
+    rows = outcomes | "ToRows" >> beam.ParDo(ToRowsFn(cfg.run_id)).with_outputs(*ROW_TABLES, main="summaries")
+    documents = (
+        {"headers": probed[HEADERS_TAG] | "KeyHeaders" >> beam.Map(key_header),
+         "pages": rows.summaries}
+        | "JoinDocumentPages" >> beam.CoGroupByKey()
+        | "BuildDocumentRows" >> beam.ParDo(BuildDocumentRowFn(cfg.run_id, cfg.kie is not None)).with_outputs(
+            "errors", main="documents"))
+    tables = {name: rows[name] for name in ROW_TABLES if name != "errors"}
+    tables["documents"] = documents.documents
+    tables["errors"] = (rows.errors, documents.errors) | "FlattenErrors" >> beam.Flatten()
+
+    # 5. Parquet: staged, then published as this run's partitions with _SUCCESS markers.
+    _ = tables | "WriteTables" >> WriteRunTables(cfg.output, cfg.run_id, cfg.launch_id)
+
+    result = pipeline.run()
+    result.wait_until_finish()
+    if cfg.local_runner and result.state == PipelineState.DONE:
+        print(format_summary(summarize(cfg.output, cfg.run_id), cfg))
+    return result
+
+
+def _read_table(output: str, table: str, run_id: str, columns: list[str] | None = None) -> list[dict]:
+    rows: list[dict] = []
+    for meta in FileSystems.match([FileSystems.join(partition_dir(output, table, run_id), "*.parquet")])[0] \
+            .metadata_list:
+        with FileSystems.open(meta.path) as f:
+            rows.extend(pq.read_table(f, columns=columns).to_pylist())
+    return rows
+
+
+def summarize(output: str, run_id: str) -> dict:
+    """Counts a written run from its Parquet files.
+
+    Args:
+        output: the run's output folder / prefix.
+        run_id: the run id.
+
+    Returns:
+        ``{"documents", "ok", "failed", "pages", "lines", "entities", "pairs", "errors", "kie_enabled",
+        "failed_by_stage"}``.
+    """
+    docs = _read_table(output, "documents", run_id, ["status", "error_stage", "kie_enabled", "pages_processed"])
+    counts = {t: len(_read_table(output, t, run_id, ["page_no"])) for t in ("lines", "entities", "pairs", "errors")}
+    failed_by_stage: dict[str, int] = {}
+    for d in docs:
+        if d["status"] != "ok":
+            failed_by_stage[d["error_stage"]] = failed_by_stage.get(d["error_stage"], 0) + 1
+    return {"documents": len(docs), "ok": sum(d["status"] == "ok" for d in docs),
+            "failed": sum(d["status"] != "ok" for d in docs), "pages": sum(d["pages_processed"] or 0 for d in docs),
+            **counts, "kie_enabled": any(d["kie_enabled"] for d in docs), "failed_by_stage": failed_by_stage}
+
+
+def format_summary(s: dict, cfg: ExtractConfig) -> str:
+    """A human-readable summary of a finished run."""
+    stages = ", ".join(f"{k}: {v}" for k, v in sorted(s["failed_by_stage"].items())) or "none"
+    kie = "SER+RE" if cfg.kie and cfg.kie.re_model_dir else ("SER only" if cfg.kie else "off (OCR only: no SER model)")
+    where = "\n".join(f"  {t:<9} {partition_dir(cfg.output, t, cfg.run_id)}" for t in TABLES)
+    return (f"kiebeam extract: run {cfg.run_id}\n"
+            f"  documents {s['documents']} (ok {s['ok']}, failed {s['failed']}; failed by stage: {stages})\n"
+            f"  pages {s['pages']}, lines {s['lines']}, entities {s['entities']}, key/value pairs {s['pairs']}, "
+            f"errors {s['errors']}\n  KIE: {kie}\n{where}")
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``kiebeam extract`` (all flags, Beam's included, are passed to :func:`run`).
+
+    Args:
+        subparsers: the ``kiebeam`` parser's subparsers.
+    """
+    parser = subparsers.add_parser("extract", help="document images -> OCR + SER + RE -> Parquet (Beam)",
+                                   add_help=False, prefix_chars="\0")
+    parser.add_argument("beam_args", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=lambda args: _cli(args.beam_args))
+
+
+def _cli(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        parser = argparse.ArgumentParser(prog="kiebeam extract", description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        ExtractOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
+    result = run(argv)
+    return 0 if result.state == PipelineState.DONE else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.extract``."""
+    logging.basicConfig(level=logging.WARNING)
+    return _cli(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Command-line options of the extraction pipeline, turned once into frozen configs on the launcher.
+
+Beam's own flags (``--runner``, ``--project``, ``--region``, ``--temp_location``, ``--setup_file``,
+``--sdk_container_image``, ``--direct_running_mode``, ``--direct_num_workers``, ...) pass through untouched.
+Model defaults come from :mod:`models.zoo` and are resolved here, on the launcher: for Dataflow, either run the
+launcher with ``KIEBEAM_MODEL_HOME=/opt/kiebeam/models`` (the worker image's model home) or pass the folders.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from models import zoo
+from models.ocr import OcrConfig
+from models.paddle_infer import InferenceOptions
+from transforms.decode import DecodeLimits
+from transforms.inference import HandlerOptions
+from transforms.inputs import split_patterns
+
+__all__ = ["ExtractOptions", "ExtractConfig", "KieSettings", "to_config", "default_kie_dirs", "DEMO_OUTPUT"]
+
+_PIPELINES = Path(__file__).resolve().parent
+DEMO_OUTPUT = "./out/demo"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
+_LIMIT_FLAGS = ("max_bytes", "max_pixels", "min_side", "max_pages", "pdf_dpi")
+
+
+def _bool(value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got '{value}'")
+
+
+class ExtractOptions(PipelineOptions):
+    """Flags of ``python -m pipelines.extract`` / ``kiebeam extract`` (PaddleOCR names for the OCR models)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # noqa: ANN001 - Beam's argparse wrapper
+        g = parser.add_argument_group("kiebeam extract")
+        g.add_argument("--input", action="append", default=None,
+                       help="file pattern(s), local or gs://; repeatable or comma-separated")
+        g.add_argument("--manifest", default=None,
+                       help="text (a URI per line), CSV or Parquet manifest: 'uri' (+ optional 'doc_id') column")
+        g.add_argument("--output", default=None, help="output folder or gs:// prefix")
+        g.add_argument("--run_id", default=None, help="partition value of this run (default: UTC timestamp)")
+        g.add_argument("--det_model_dir", default=None, help="PP-OCR detection inference folder")
+        g.add_argument("--rec_model_dir", default=None, help="PP-OCR recognition inference folder")
+        g.add_argument("--rec_char_dict_path", default=None, help="recognition character dictionary")
+        g.add_argument("--ser_model_dir", default=None, help="SER model folder (local or gs://); 'none' = OCR only")
+        g.add_argument("--re_model_dir", default=None, help="RE model folder (local or gs://); 'none' = no RE")
+        g.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+        g.add_argument("--enable_mkldnn", type=_bool, default=True, help="oneDNN on CPU (true/false)")
+        g.add_argument("--cpu_threads", type=int, default=2)
+        g.add_argument("--ocr_batch_size", type=int, default=2, help="pages per OCR batch (one per 10 megapixels)")
+        g.add_argument("--kie_batch_size", type=int, default=8, help="pages per KIE batch (one per 256 lines)")
+        g.add_argument("--model_copies", type=int, default=None, help="model copies per machine (behind a proxy)")
+        g.add_argument("--large_model", action="store_true", help="one model copy per machine")
+        g.add_argument("--model_cache_dir", default=None, help="worker-local cache for remote model folders")
+        g.add_argument("--allow_unverified_models", action="store_true",
+                       help="load model folders that have no SHA256SUMS")
+        for name in _LIMIT_FLAGS:
+            g.add_argument(f"--{name}", type=int, default=None, help=f"decode limit {name} (DecodeLimits)")
+        g.add_argument("--demo", action="store_true",
+                       help="run the bundled example pages with the default models into ./out/demo")
+
+
+@dataclass(frozen=True)
+class KieSettings:
+    """SER/RE model folders (local or remote) and how to run them."""
+
+    ser_model_dir: str
+    re_model_dir: str | None
+    inference: InferenceOptions
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything ``run()`` needs, validated.
+
+    Attributes:
+        inputs: file patterns. manifest: manifest URI or None. output: output folder / prefix.
+        run_id: the run's partition value. launch_id: unique per launch (staging folder name).
+        ocr: OCR config. kie: KIE settings, None for OCR only. limits: decode limits.
+        ocr_handler / kie_handler: batching and sharing of the two RunInference steps.
+        local_runner: the runner runs on this machine (the summary is printed).
+    """
+
+    inputs: tuple[str, ...]
+    manifest: str | None
+    output: str
+    run_id: str
+    launch_id: str
+    ocr: OcrConfig
+    kie: KieSettings | None
+    limits: DecodeLimits
+    ocr_handler: HandlerOptions
+    kie_handler: HandlerOptions
+    local_runner: bool
+
+
+def default_kie_dirs() -> tuple[Path, Path] | None:
+    """The default ``(ser, re)`` folders (``models/assets/default_kie`` or the model home), or None if absent."""
+    for base in (_PIPELINES.parent / "models" / "assets" / "default_kie", zoo.default_kie_dir()):
+        if (base / "ser").is_dir():
+            return base / "ser", base / "re"
+    return None
+
+
+def _local_path(value: str) -> str:
+    return value if "://" in value else str(Path(value).expanduser().resolve())
+
+
+def _check_exists(path: str | None, what: str, local_runner: bool) -> None:
+    if path is not None and local_runner and "://" not in path and not Path(path).exists():
+        raise ValueError(f"{what} '{path}' does not exist")
+
+
+def to_config(options: PipelineOptions) -> ExtractConfig:
+    """Reads :class:`ExtractOptions` once and returns the frozen config.
+
+    Args:
+        options: the pipeline options (any view).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ValueError: missing inputs or output, a bad run id, a bad number, or a local model path that is missing.
+    """
+    o = options.view_as(ExtractOptions)
+    runner = options.view_as(StandardOptions).runner
+    local_runner = runner in _LOCAL_RUNNERS
+    inputs = split_patterns(o.input)
+    output = o.output
+    if o.demo:
+        inputs = inputs or [str(_PIPELINES / "examples" / "*.jpg")]
+        output = output or DEMO_OUTPUT
+    if not inputs and not o.manifest:
+        raise ValueError("no input: pass --input PATTERN (repeatable, comma-separated), --manifest FILE or --demo")
+    if not output:
+        raise ValueError("no output: pass --output FOLDER_OR_GS_PREFIX")
+    run_id = o.run_id or ("demo" if o.demo else datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"bad run_id '{run_id}': use letters, digits, '_', '.', '-' (at most 128)")
+    for name in ("cpu_threads", "ocr_batch_size", "kie_batch_size"):
+        if getattr(o, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(o, name)}")
+    inference = InferenceOptions(device=o.device, enable_mkldnn=o.enable_mkldnn, cpu_threads=o.cpu_threads,
+                                 allow_unverified=o.allow_unverified_models)
+    det = _local_path(o.det_model_dir or str(zoo.default_det_dir()))
+    rec = _local_path(o.rec_model_dir or str(zoo.default_rec_dir()))
+    dic = _local_path(o.rec_char_dict_path) if o.rec_char_dict_path else None
+    for path, what in ((det, "--det_model_dir"), (rec, "--rec_model_dir"), (dic, "--rec_char_dict_path")):
+        _check_exists(path, what, local_runner)
+    ocr = OcrConfig(det_model_dir=det, rec_model_dir=rec, rec_char_dict_path=dic, inference=inference)
+
+    kie = None
+    ser_flag = (o.ser_model_dir or "").strip()
+    if ser_flag.lower() != "none":
+        if ser_flag:
+            ser, re_dir = _local_path(ser_flag), o.re_model_dir
+        else:
+            defaults = default_kie_dirs()
+            ser, re_dir = (str(defaults[0]), o.re_model_dir or str(defaults[1])) if defaults else (None, None)
+        if re_dir is not None and re_dir.strip().lower() == "none":
+            re_dir = None
+        if ser is not None:
+            re_dir = _local_path(re_dir) if re_dir else None
+            if re_dir is not None and not ser_flag and not Path(re_dir).exists():
+                re_dir = None  # the default KIE folder may ship SER only
+            _check_exists(ser, "--ser_model_dir", local_runner)
+            _check_exists(re_dir, "--re_model_dir", local_runner)
+            kie = KieSettings(ser, re_dir, inference)
+
+    limits = DecodeLimits(**{k: getattr(o, k) for k in _LIMIT_FLAGS if getattr(o, k) is not None})
+    sharing = {"model_copies": o.model_copies, "large_model": o.large_model, "cache_dir": o.model_cache_dir}
+    return ExtractConfig(
+        inputs=tuple(_local_path(p) for p in inputs), manifest=_local_path(o.manifest) if o.manifest else None,
+        output=output if "://" in output else str(Path(output).resolve()), run_id=run_id,
+        launch_id=uuid.uuid4().hex[:12], ocr=ocr, kie=kie, limits=limits,
+        ocr_handler=HandlerOptions(max_batch_size=o.ocr_batch_size, **sharing),
+        kie_handler=HandlerOptions(max_batch_size=o.kie_batch_size, **sharing), local_runner=local_runner)

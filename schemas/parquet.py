@@ -1,0 +1,147 @@
+"""Explicit Parquet schemas of the extraction pipeline's output tables (never inferred from a first row).
+
+Layout of one run's output (Hive-style, so DuckDB / BigQuery / Spark read ``run_id`` as a partition column)::
+
+    <output>/<table>/run_id=<run_id>/part-*.parquet      table in TABLES
+    <output>/<table>/run_id=<run_id>/_SUCCESS            written last, once every table of the run is in place
+
+Keys: ``doc_key`` is unique per input (manifest row or matched file) even when two inputs share a URI or a
+``doc_id``; every per-page table carries ``page_no`` (0-based page index in the document). Boxes are pixels of
+the decoded page, ``(x0, y0, x1, y1)``; polygons are 4 ``[x, y]`` points, clockwise from top-left.
+
+Every file also stores ``run_id`` as a column, so a file read on its own stays self-describing. Hive-aware readers
+get the same value from the folder name: DuckDB ``read_parquet(..., hive_partitioning=true)`` merges them;
+``pyarrow.dataset`` needs ``partitioning=None`` (or read the files through file objects).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DOCUMENTS_SCHEMA",
+    "PAGES_SCHEMA",
+    "LINES_SCHEMA",
+    "ENTITIES_SCHEMA",
+    "PAIRS_SCHEMA",
+    "ERRORS_SCHEMA",
+    "TABLES",
+    "STAGES",
+]
+
+SCHEMA_VERSION = "1.0"
+
+# Where a document or page can fail, in pipeline order (the ``stage`` / ``error_stage`` columns).
+STAGES = ("read", "probe", "decode", "ocr", "kie")
+
+_BOX = [("x0", pa.int32()), ("y0", pa.int32()), ("x1", pa.int32()), ("y1", pa.int32())]
+
+
+def _box(prefix: str) -> list[pa.Field]:
+    return [pa.field(f"{prefix}{name}", typ) for name, typ in _BOX]
+
+
+_DOC_KEYS = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("doc_key", pa.string(), nullable=False),
+    pa.field("doc_id", pa.string(), nullable=False),
+]
+
+DOCUMENTS_SCHEMA = pa.schema(_DOC_KEYS + [
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("sha256", pa.string()),
+    pa.field("size_bytes", pa.int64()),
+    pa.field("format", pa.string()),
+    pa.field("pages_found", pa.int32()),
+    pa.field("pages_processed", pa.int32()),
+    pa.field("pages_failed", pa.int32()),
+    pa.field("page_width", pa.int32()),
+    pa.field("page_height", pa.int32()),
+    pa.field("status", pa.string(), nullable=False),  # "ok" | "failed"
+    pa.field("error_stage", pa.string()),
+    pa.field("error_type", pa.string()),
+    pa.field("lines", pa.int32()),
+    pa.field("entities", pa.int32()),
+    pa.field("pairs", pa.int32()),
+    pa.field("read_ms", pa.float64()),
+    pa.field("decode_ms", pa.float64()),
+    pa.field("det_ms", pa.float64()),
+    pa.field("rec_ms", pa.float64()),
+    pa.field("ser_ms", pa.float64()),
+    pa.field("re_ms", pa.float64()),
+    pa.field("ocr_model", pa.string()),
+    pa.field("kie_model", pa.string()),
+    pa.field("kie_enabled", pa.bool_(), nullable=False),
+    pa.field("windows", pa.int32()),
+    pa.field("schema_version", pa.string(), nullable=False),
+])
+
+PAGES_SCHEMA = pa.schema(_DOC_KEYS + [
+    pa.field("page_no", pa.int32(), nullable=False),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error_stage", pa.string()),
+    pa.field("error_type", pa.string()),
+    pa.field("lines", pa.int32()),
+    pa.field("entities", pa.int32()),
+    pa.field("pairs", pa.int32()),
+    pa.field("windows", pa.int32()),
+    pa.field("decode_ms", pa.float64()),
+    pa.field("det_ms", pa.float64()),
+    pa.field("rec_ms", pa.float64()),
+    pa.field("ser_ms", pa.float64()),
+    pa.field("re_ms", pa.float64()),
+])
+
+LINES_SCHEMA = pa.schema(_DOC_KEYS + [
+    pa.field("page_no", pa.int32(), nullable=False),
+    pa.field("line_id", pa.int32(), nullable=False),  # reading-order index on the page
+    pa.field("text", pa.string()),
+    pa.field("score", pa.float32()),
+    pa.field("det_score", pa.float32()),
+    pa.field("polygon", pa.list_(pa.list_(pa.float32(), 2), 4)),
+    *_box(""),
+    pa.field("ser_label", pa.string()),  # null when KIE is off
+    pa.field("ser_score", pa.float32()),
+])
+
+ENTITIES_SCHEMA = pa.schema(_DOC_KEYS + [
+    pa.field("page_no", pa.int32(), nullable=False),
+    pa.field("entity_id", pa.int32(), nullable=False),
+    pa.field("label", pa.string()),
+    pa.field("text", pa.string()),
+    *_box(""),
+    pa.field("score", pa.float32()),
+    pa.field("line_ids", pa.list_(pa.int32())),
+])
+
+PAIRS_SCHEMA = pa.schema(_DOC_KEYS + [
+    pa.field("page_no", pa.int32(), nullable=False),
+    pa.field("question_id", pa.int32(), nullable=False),
+    pa.field("answer_id", pa.int32(), nullable=False),
+    pa.field("question_text", pa.string()),
+    pa.field("answer_text", pa.string()),
+    *_box("question_"),
+    *_box("answer_"),
+    pa.field("score", pa.float32()),
+])
+
+ERRORS_SCHEMA = pa.schema(_DOC_KEYS + [
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("page_no", pa.int32()),  # null when the whole document failed before pages existed
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("error_type", pa.string(), nullable=False),
+    pa.field("message", pa.string()),
+])
+
+# Table name -> schema, in the order the pipeline writes them.
+TABLES: dict[str, pa.Schema] = {
+    "documents": DOCUMENTS_SCHEMA,
+    "pages": PAGES_SCHEMA,
+    "lines": LINES_SCHEMA,
+    "entities": ENTITIES_SCHEMA,
+    "pairs": PAIRS_SCHEMA,
+    "errors": ERRORS_SCHEMA,
+}
