@@ -1,0 +1,191 @@
+"""PP-OCR text recognition (SVTR-LCNet + CTC) on an exported Paddle Inference model.
+
+Faithful to PaddleOCR's ``tools/infer/predict_rec.py`` / ``predict_system.py`` and ``CTCLabelDecode``:
+
+1. ``get_rotate_crop_image``: each detected quadrilateral is warped to an upright rectangle (perspective
+   transform, cubic, replicated border); crops at least 1.5 times taller than wide are turned 90 degrees;
+2. crops are sorted by width/height ratio and recognised ``rec_batch_num`` at a time; every crop of a batch is
+   resized to height 48 keeping its ratio and right-padded with zeros to ``48 * max(320/48, batch max ratio)``,
+   pixels scaled to ``[-1, 1]`` (``resize_norm_img``);
+3. CTC greedy decoding: argmax per step, merge repeats, drop the blank (index 0); the dictionary is the file's
+   lines plus a space (``use_space_char``); confidence = mean probability of the kept steps (0 when empty).
+
+Crops are BGR, as PaddleOCR's (the caller converts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.paddle_infer import InferenceOptions, PaddlePredictor
+
+__all__ = ["TextRecognizer", "get_rotate_crop_image", "resize_norm_img", "load_char_dict", "ctc_greedy_decode"]
+
+
+def get_rotate_crop_image(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Cuts a quadrilateral out of an image as an upright rectangle.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 image.
+        points: ``(4, 2)`` corners, clockwise from top-left.
+
+    Returns:
+        The crop, turned 90 degrees counter-clockwise when its height/width is at least 1.5.
+    """
+    points = np.asarray(points, dtype=np.float32)
+    if points.shape != (4, 2):
+        raise ValueError(f"a crop needs 4 corner points (4, 2), got shape {points.shape}")
+    crop_w = int(max(np.linalg.norm(points[0] - points[1]), np.linalg.norm(points[2] - points[3])))
+    crop_h = int(max(np.linalg.norm(points[0] - points[3]), np.linalg.norm(points[1] - points[2])))
+    target = np.float32([[0, 0], [crop_w, 0], [crop_w, crop_h], [0, crop_h]])
+    matrix = cv2.getPerspectiveTransform(points, target)
+    crop = cv2.warpPerspective(image, matrix, (crop_w, crop_h), borderMode=cv2.BORDER_REPLICATE,
+                               flags=cv2.INTER_CUBIC)
+    if crop.shape[0] * 1.0 / crop.shape[1] >= 1.5:
+        crop = np.rot90(crop)
+    return crop
+
+
+def resize_norm_img(crop: np.ndarray, max_wh_ratio: float, image_shape: tuple[int, int, int] = (3, 48, 320)
+                    ) -> np.ndarray:
+    """PaddleOCR's ``resize_norm_img`` for CTC recognizers.
+
+    Args:
+        crop: ``(h, w, 3)`` uint8 crop.
+        max_wh_ratio: the batch's largest width/height ratio (at least ``W / H`` of ``image_shape``).
+        image_shape: ``(C, H, W)`` of the model input.
+
+    Returns:
+        ``(C, H, int(H * max_wh_ratio))`` float32 in ``[-1, 1]``, zero-padded on the right.
+    """
+    channels, height, _ = image_shape
+    width = int(height * max_wh_ratio)
+    h, w = crop.shape[:2]
+    resized_w = min(width, int(math.ceil(height * w / float(h))))
+    resized = cv2.resize(crop, (resized_w, height)).astype(np.float32)
+    resized = resized.transpose(2, 0, 1) / 255.0
+    resized = (resized - 0.5) / 0.5
+    padded = np.zeros((channels, height, width), dtype=np.float32)
+    padded[:, :, :resized_w] = resized
+    return padded
+
+
+def load_char_dict(path: str | Path, use_space_char: bool = True) -> list[str]:
+    """Reads a PaddleOCR character dictionary (one character per line).
+
+    Args:
+        path: the dictionary file (UTF-8).
+        use_space_char: append a space, as PaddleOCR's ``use_space_char``.
+
+    Returns:
+        ``["blank", *characters]``: index 0 is the CTC blank.
+
+    Raises:
+        ValueError: the file is missing or empty.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"character dictionary {file} does not exist")
+    with open(file, "rb") as f:
+        chars = [line.decode("utf-8").strip("\n").strip("\r\n") for line in f.readlines()]
+    if not chars:
+        raise ValueError(f"character dictionary {file} is empty")
+    if use_space_char:
+        chars.append(" ")
+    return ["blank", *chars]
+
+
+def ctc_greedy_decode(probs: np.ndarray, charset: Sequence[str]) -> list[tuple[str, float]]:
+    """CTC greedy decoding as PaddleOCR's ``CTCLabelDecode``.
+
+    Args:
+        probs: ``(B, T, C)`` per-step class probabilities (the model's softmax output).
+        charset: index -> character, index 0 the blank.
+
+    Returns:
+        One ``(text, confidence)`` per batch row; confidence is the mean probability of the kept steps.
+    """
+    idx = probs.argmax(axis=2)  # (B, T)
+    prob = probs.max(axis=2)  # (B, T)
+    results = []
+    for row_idx, row_prob in zip(idx, prob):
+        keep = np.ones(len(row_idx), dtype=bool)
+        keep[1:] = row_idx[1:] != row_idx[:-1]
+        keep &= row_idx != 0
+        text = "".join(charset[i] for i in row_idx[keep])
+        conf = float(np.mean(row_prob[keep])) if keep.any() else 0.0
+        results.append((text, conf))
+    return results
+
+
+class TextRecognizer:
+    """CTC text recognizer over a PaddleOCR inference folder (``*_rec_infer``).
+
+    Args:
+        model_dir: the exported recognition model.
+        char_dict_path: its character dictionary; verified with the folder when it lies inside it.
+        image_shape: ``(C, H, W)``, PaddleOCR's ``rec_image_shape`` (``3,48,320`` for PP-OCRv3/v4/v5).
+        batch_num: crops per forward (``rec_batch_num``).
+        use_space_char: the dictionary gets a trailing space class.
+        options: Paddle Inference options (default ``InferenceOptions()``).
+
+    Raises:
+        ValueError: missing or unverified files, a model that is not a CTC recognizer, or a dictionary whose
+            size does not match the model's classes.
+    """
+
+    def __init__(self, model_dir: str | Path, char_dict_path: str | Path,
+                 image_shape: tuple[int, int, int] = (3, 48, 320), batch_num: int = 6, use_space_char: bool = True,
+                 options: InferenceOptions | None = None) -> None:
+        folder, dict_file = Path(model_dir), Path(char_dict_path)
+        extra = (dict_file.name,) if dict_file.resolve().parent == folder.resolve() else ()
+        self.predictor = PaddlePredictor(folder, options or InferenceOptions(), extra_files=extra)
+        self.version = self.predictor.version
+        self.charset = load_char_dict(dict_file, use_space_char)
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.batch_num = batch_num
+        # Warm-up run that checks the folder is a CTC recognizer matching the dictionary: (1, T, classes).
+        _, height, width = self.image_shape
+        out = self._forward(np.zeros((1, 3, height, width), dtype=np.float32), folder)
+        if out.ndim != 3:
+            raise ValueError(f"model folder {folder} is not a CTC text recognizer: a (1, 3, {height}, {width}) input "
+                             f"gave output shape {tuple(out.shape)}, expected (1, steps, classes) "
+                             f"(is it a detector?)")
+        if out.shape[2] != len(self.charset):
+            raise ValueError(f"recognizer {folder} predicts {out.shape[2]} classes but dictionary {dict_file} gives "
+                             f"{len(self.charset)} (blank + {len(self.charset) - 1} characters including the "
+                             f"space={use_space_char}): wrong rec_char_dict_path for this model?")
+
+    def _forward(self, batch: np.ndarray, model_dir: Path | None = None) -> np.ndarray:
+        try:
+            outputs = self.predictor.run([batch])
+        except (RuntimeError, ValueError) as e:
+            where = model_dir or self.predictor.model_dir
+            raise ValueError(f"recognition model {where} failed on input shape {batch.shape}: {e}") from e
+        return outputs[-1]
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Recognises text crops.
+
+        Args:
+            crops: ``(h, w, 3)`` uint8 BGR crops, e.g. from :func:`get_rotate_crop_image`.
+
+        Returns:
+            ``(text, confidence)`` per crop, in input order.
+        """
+        _, height, width = self.image_shape
+        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        order = np.argsort(np.array([c.shape[1] / float(c.shape[0]) for c in crops]))
+        for start in range(0, len(crops), self.batch_num):
+            members = order[start:start + self.batch_num]
+            max_ratio = max([width / height] + [crops[i].shape[1] / float(crops[i].shape[0]) for i in members])
+            batch = np.stack([resize_norm_img(crops[i], max_ratio, self.image_shape) for i in members])
+            decoded = ctc_greedy_decode(self._forward(batch), self.charset)  # batch: (b, 3, H, W')
+            for i, res in zip(members, decoded):
+                results[int(i)] = res
+        return results
