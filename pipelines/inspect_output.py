@@ -1,9 +1,11 @@
 """Operator and analyst commands over an extraction output folder: ``inspect``, ``check`` and ``visualize``.
 
 An output folder holds ``<output>/<table>/run_id=<run_id>/*.parquet`` (+ ``_SUCCESS``) for every table of
-``schemas.parquet.TABLES``. Everything here reads it back with pyarrow through fsspec, so local folders and
-``gs://`` (gcsfs) both work. ``describe_tables()`` and ``README_QUERIES`` are the analysts' README section,
-generated from the schemas and tested verbatim against a real folder so they cannot rot.
+``schemas.parquet.TABLES``. ``run_id`` is the Hive partition key: it is taken from the folder name (files do not
+store it), and every table read here carries it as its first column. Everything here reads it back with pyarrow
+through fsspec, so local folders and ``gs://`` (gcsfs) both work. ``describe_tables()`` and ``README_QUERIES``
+are the analysts' README section, generated from the schemas and tested verbatim against a real folder so they
+cannot rot.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.parquet import SCHEMA_VERSION, STAGES, TABLES
+from schemas.parquet import PARTITION_FIELD, SCHEMA_VERSION, STAGES, TABLES, with_partition
 from schemas.records import Entity, KeyValuePair, OcrLine, PageKie, PageOcr
 
 __all__ = [
@@ -41,7 +43,7 @@ __all__ = [
 _BOX_DOC = "pixels of the decoded page, {} edge"
 _EDGES = {"x0": "left", "y0": "top", "x1": "right", "y1": "bottom"}
 _KEY_DOCS = {
-    "run_id": "run identifier (also the `run_id=` partition folder)",
+    "run_id": "run identifier: the Hive partition key, read from the `run_id=` folder (not stored in the files)",
     "doc_key": "unique key of one input (manifest row or matched file), even when inputs share a URI or doc_id",
     "doc_id": "document id (manifest `doc_id`, else derived from the file name)",
 }
@@ -52,7 +54,9 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "uri": "where the input was read from", "sha256": "hex sha256 of the input bytes",
         "size_bytes": "bytes, input size", "format": "detected file format (jpeg, png, tiff, pdf, ...)",
         "pages_found": "pages in the file", "pages_processed": "pages that went through OCR (and KIE)",
-        "pages_failed": "pages that failed", "page_width": "pixels, width of the first decoded page",
+        "pages_failed": "pages that failed",
+        "pages_skipped": "pages past `--max_pages`: counted, not decoded (pages_found - processed - failed)",
+        "page_width": "pixels, width of the first decoded page",
         "page_height": "pixels, height of the first decoded page", "status": "`ok` or `failed`",
         "error_stage": f"first failing stage, one of {', '.join(STAGES)}; null when ok",
         "error_type": "exception / reason of that failure", "lines": "OCR lines over all pages",
@@ -139,8 +143,12 @@ def list_runs(output: str) -> list[str]:
     return sorted(runs)
 
 
-def _read_parts(output: str, table: str, run_id: str | None) -> list[tuple[str, str, pa.Table]]:
-    """``(partition run_id, file, rows)`` of every Parquet file of one table, cast to its schema."""
+def _read_parts(output: str, table: str, run_id: str | None) -> list[tuple[str, str, pa.Table, bool]]:
+    """``(partition run_id, file, rows, stores_run_id)`` of every Parquet file of one table.
+
+    ``rows`` has ``with_partition(schema)``: ``run_id`` from the folder, then the file's schema columns.
+    ``stores_run_id`` flags a file that also has a ``run_id`` column (schema 1.x layout; Hive readers reject it).
+    """
     if table not in TABLES:
         raise ValueError(f"unknown table '{table}', expected one of {sorted(TABLES)}")
     schema = TABLES[table]
@@ -148,17 +156,20 @@ def _read_parts(output: str, table: str, run_id: str | None) -> list[tuple[str, 
     parts = []
     for path in sorted(fs.glob(f"{root}/{table}/run_id={run_id or '*'}/*.parquet")):
         part_run = path.rsplit("run_id=", 1)[1].split("/", 1)[0]
-        with fs.open(path, "rb") as f:
-            rows = pq.read_table(f)
+        with fs.open(path, "rb") as f:  # one file, no dataset discovery: the folder's run_id is added below
+            rows = pq.ParquetFile(f).read()
         missing = [n for n in schema.names if n not in rows.column_names]
         if missing:
             raise ValueError(f"{path}: columns {missing} of the '{table}' schema are missing")
-        parts.append((part_run, path, rows.select(schema.names).cast(schema)))
+        stores_run_id = PARTITION_FIELD.name in rows.column_names
+        rows = rows.select(schema.names).cast(schema)
+        run_col = pa.array([part_run] * rows.num_rows, PARTITION_FIELD.type)
+        parts.append((part_run, path, rows.add_column(0, PARTITION_FIELD, run_col), stores_run_id))
     return parts
 
 
 def read_table(output: str, table: str, run_id: str | None = None) -> pa.Table:
-    """All rows of one table (of one run, or of every run), with the table's explicit schema.
+    """All rows of one table (of one run, or of every run): ``run_id`` from the partition folder, then the columns.
 
     Args:
         output: output folder (local path or ``gs://...``).
@@ -166,13 +177,13 @@ def read_table(output: str, table: str, run_id: str | None = None) -> pa.Table:
         run_id: only this run; ``None`` for all runs.
 
     Returns:
-        A ``pyarrow.Table`` (empty, with the schema, when no file exists).
+        A ``pyarrow.Table`` with ``with_partition(TABLES[table])`` (empty when no file exists).
 
     Raises:
         ValueError: unknown table, or a file lacks schema columns.
     """
-    parts = [rows for _, _, rows in _read_parts(output, table, run_id)]
-    return pa.concat_tables(parts) if parts else TABLES[table].empty_table()
+    parts = [rows for _, _, rows, _ in _read_parts(output, table, run_id)]
+    return pa.concat_tables(parts) if parts else with_partition(TABLES[table]).empty_table()
 
 
 def _stats(values: pa.ChunkedArray) -> dict[str, float] | None:
@@ -282,16 +293,34 @@ def _count_mismatch(docs: pa.Table, child: pa.Table, column: str) -> list[tuple]
     return bad
 
 
+def _page_mismatch(docs: pa.Table, pages: pa.Table) -> list[tuple]:
+    """Ok documents whose page accounting does not add up (every page found is processed or skipped on purpose)."""
+    counted = Counter(zip(pages.column("run_id").to_pylist(), pages.column("doc_key").to_pylist()))
+    cols = ["run_id", "doc_key", "status", "pages_found", "pages_processed", "pages_failed", "pages_skipped"]
+    bad = []
+    for r in docs.select(cols).to_pylist():
+        if r["status"] != "ok" or r["pages_found"] is None:
+            continue
+        done = (r["pages_processed"] or 0) + (r["pages_failed"] or 0)
+        rows = counted.get((r["run_id"], r["doc_key"]), 0)
+        if r["pages_found"] != done + (r["pages_skipped"] or 0) or rows != done:
+            bad.append((r["run_id"], r["doc_key"], f"found={r['pages_found']} processed={r['pages_processed']} "
+                        f"failed={r['pages_failed']} skipped={r['pages_skipped']} pages rows={rows}"))
+    return bad
+
+
 def check_output(output: str, run_id: str | None = None, expected_documents: int | None = None,
                  max_examples: int = 20) -> list[str]:
     """Violations of the run accounting invariant and of referential integrity; empty when the folder is sound.
 
-    Checked per run: a ``_SUCCESS`` marker; rows' ``run_id`` equals their partition; documents rows ==
-    ``expected_documents`` (when given); status is ``ok``/``failed``; every failed document has an errors row;
-    no duplicate keys (documents ``doc_key``, pages ``page_no``, lines ``line_id``, entities ``entity_id``,
-    pairs ``(question_id, answer_id)``); pages and errors rows point at a document; lines, entities and pairs
-    rows point at an *ok* document; pairs point at existing entities; the documents ``lines/entities/pairs``
-    counts equal the rows present.
+    Checked per run: a ``_SUCCESS`` marker; no file stores ``run_id`` as a column (it is the partition key, and
+    Hive-partitioned readers such as BigQuery and pyarrow datasets reject a key that is also a column);
+    documents rows == ``expected_documents`` (when given); status is ``ok``/``failed``; every failed document has an
+    errors row; no duplicate keys (documents ``doc_key``, pages ``page_no``, lines ``line_id``, entities
+    ``entity_id``, pairs ``(question_id, answer_id)``); pages and errors rows point at a document; lines, entities
+    and pairs rows point at an *ok* document; pairs point at existing entities; the documents
+    ``lines/entities/pairs`` counts equal the rows present; an ok document's ``pages_found`` equals its pages
+    processed + failed + skipped (past ``--max_pages``), and it has one pages row per page processed or failed.
 
     Args:
         output: output folder (local path or ``gs://...``).
@@ -316,10 +345,9 @@ def check_output(output: str, run_id: str | None = None, expected_documents: int
     t: dict[str, pa.Table] = {}
     for name in TABLES:
         parts = _read_parts(output, name, run_id)
-        report(f"{name}: rows whose run_id differs from their run_id= partition",
-               [(path, sorted(set(rows.column("run_id").to_pylist()) - {part}))
-                for part, path, rows in parts if set(rows.column("run_id").to_pylist()) - {part}])
-        t[name] = pa.concat_tables([p[2] for p in parts]) if parts else TABLES[name].empty_table()
+        report(f"{name}: files that store run_id as a column (it must live only in the run_id= folder)",
+               [(path,) for _, path, _, stores_run_id in parts if stores_run_id])
+        t[name] = pa.concat_tables([p[2] for p in parts]) if parts else with_partition(TABLES[name]).empty_table()
     report("runs without a documents/_SUCCESS marker (incomplete)",
            [(r,) for r in runs if not _has_success(output, "documents", r)])
     docs = t["documents"]
@@ -347,6 +375,8 @@ def check_output(output: str, run_id: str | None = None, expected_documents: int
                _orphans(t["pairs"], t["entities"], page + [side], page + ["entity_id"]))
     for name in ("lines", "entities", "pairs"):
         report(f"documents whose {name} count differs from the {name} rows", _count_mismatch(docs, t[name], name))
+    report("ok documents whose pages_found != pages_processed + pages_skipped, or whose pages rows differ",
+           _page_mismatch(docs, t["pages"]))
     return problems
 
 
@@ -360,9 +390,10 @@ def describe_tables() -> str:
     for name, schema in TABLES.items():
         out += [f"#### `{name}`", "", "| column | type | null | meaning |", "|---|---|---|---|"]
         docs = COLUMN_DOCS.get(name, {})
-        for field in schema:
+        for field in with_partition(schema):
             null = "yes" if field.nullable else "no"
-            out.append(f"| `{field.name}` | `{field.type}` | {null} | {docs.get(field.name, '(undocumented)')} |")
+            kind = f"`{field.type}` (partition)" if field.name == PARTITION_FIELD.name else f"`{field.type}`"
+            out.append(f"| `{field.name}` | {kind} | {null} | {docs.get(field.name, '(undocumented)')} |")
         out.append("")
     return "\n".join(out)
 
@@ -377,8 +408,8 @@ def duckdb_views_sql(output: str) -> str:
         ``CREATE VIEW`` statements, one per line.
     """
     root = str(output).rstrip("/").replace("'", "''")
-    return "\n".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{root}/{t}/run_id=*/*.parquet');"
-                     for t in TABLES)
+    return "\n".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{root}/{t}/run_id=*/*.parquet', "
+                     "hive_partitioning=true, hive_types={'run_id': VARCHAR});" for t in TABLES)
 
 
 def readme_section(output: str = "out") -> str:

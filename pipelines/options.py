@@ -17,6 +17,7 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models import zoo
+from models.integrity import verify_model_dir
 from models.ocr import OcrConfig
 from models.paddle_infer import InferenceOptions
 from transforms.decode import DecodeLimits
@@ -65,9 +66,17 @@ class ExtractOptions(PipelineOptions):
         g.add_argument("--kie_batch_size", type=int, default=8, help="pages per KIE batch (one per 256 lines)")
         g.add_argument("--model_copies", type=int, default=None, help="model copies per machine (behind a proxy)")
         g.add_argument("--large_model", action="store_true", help="one model copy per machine")
+        g.add_argument("--max_batch_duration_secs", type=int, default=None,
+                       help="longest a model batch waits to fill, across bundles (default: within a bundle)")
         g.add_argument("--model_cache_dir", default=None, help="worker-local cache for remote model folders")
         g.add_argument("--allow_unverified_models", action="store_true",
                        help="load model folders that have no SHA256SUMS")
+        g.add_argument("--det_db_max_candidates", type=int, default=None,
+                       help="per-page cap on detected text boxes that are recognised (bounds OCR time and the lines "
+                            "of a page; default 1000, PaddleOCR's)")
+        g.add_argument("--inference_timeout_secs", type=float, default=None,
+                       help="fail an OCR/KIE batch (its pages get error_type 'timeout') that takes longer; the model "
+                            "then loads lazily within this budget too. In-process: the stuck call keeps its thread")
         for name in _LIMIT_FLAGS:
             g.add_argument(f"--{name}", type=int, default=None, help=f"decode limit {name} (DecodeLimits)")
         g.add_argument("--demo", action="store_true",
@@ -93,6 +102,7 @@ class ExtractConfig:
         ocr: OCR config. kie: KIE settings, None for OCR only. limits: decode limits.
         ocr_handler / kie_handler: batching and sharing of the two RunInference steps.
         local_runner: the runner runs on this machine (the summary is printed).
+        inference_timeout_s: per-batch OCR/KIE time limit in seconds (None: no limit).
     """
 
     inputs: tuple[str, ...]
@@ -106,6 +116,7 @@ class ExtractConfig:
     ocr_handler: HandlerOptions
     kie_handler: HandlerOptions
     local_runner: bool
+    inference_timeout_s: float | None = None
 
 
 def default_kie_dirs() -> tuple[Path, Path] | None:
@@ -125,6 +136,17 @@ def _check_exists(path: str | None, what: str, local_runner: bool) -> None:
         raise ValueError(f"{what} '{path}' does not exist")
 
 
+def _verify_local_models(dirs: tuple[str | None, ...], allow_unverified: bool) -> None:
+    """Checks local model folders against their SHA256SUMS on the launcher, before any worker starts.
+
+    Workers verify again before loading (remote folders are only verified there); this makes an unverified or
+    tampered local folder a config error at launch instead of a failure after the first stages ran.
+    """
+    for path in dirs:
+        if path is not None and "://" not in path and Path(path).is_dir():
+            verify_model_dir(path, allow_unverified=allow_unverified)
+
+
 def to_config(options: PipelineOptions) -> ExtractConfig:
     """Reads :class:`ExtractOptions` once and returns the frozen config.
 
@@ -135,7 +157,8 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
         The validated config.
 
     Raises:
-        ValueError: missing inputs or output, a bad run id, a bad number, or a local model path that is missing.
+        ValueError: missing inputs or output, a bad run id, a bad number, a local model path that is missing, or a
+            local model folder that fails its SHA256SUMS check (or has none, without ``--allow_unverified_models``).
     """
     o = options.view_as(ExtractOptions)
     runner = options.view_as(StandardOptions).runner
@@ -152,6 +175,8 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
     run_id = o.run_id or ("demo" if o.demo else datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     if not _RUN_ID.match(run_id):
         raise ValueError(f"bad run_id '{run_id}': use letters, digits, '_', '.', '-' (at most 128)")
+    if o.inference_timeout_secs is not None and not o.inference_timeout_secs > 0:
+        raise ValueError(f"--inference_timeout_secs must be > 0, got {o.inference_timeout_secs}")
     for name in ("cpu_threads", "ocr_batch_size", "kie_batch_size"):
         if getattr(o, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(o, name)}")
@@ -162,7 +187,11 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
     dic = _local_path(o.rec_char_dict_path) if o.rec_char_dict_path else None
     for path, what in ((det, "--det_model_dir"), (rec, "--rec_model_dir"), (dic, "--rec_char_dict_path")):
         _check_exists(path, what, local_runner)
-    ocr = OcrConfig(det_model_dir=det, rec_model_dir=rec, rec_char_dict_path=dic, inference=inference)
+    caps = {"det_db_max_candidates": o.det_db_max_candidates} if o.det_db_max_candidates is not None else {}
+    if o.det_db_max_candidates is not None and o.det_db_max_candidates < 1:
+        raise ValueError(f"--det_db_max_candidates must be >= 1, got {o.det_db_max_candidates}")
+    ocr = OcrConfig(det_model_dir=det, rec_model_dir=rec, rec_char_dict_path=dic, inference=inference, **caps)
+    _verify_local_models((det, rec), o.allow_unverified_models)
 
     kie = None
     ser_flag = (o.ser_model_dir or "").strip()
@@ -180,13 +209,16 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
                 re_dir = None  # the default KIE folder may ship SER only
             _check_exists(ser, "--ser_model_dir", local_runner)
             _check_exists(re_dir, "--re_model_dir", local_runner)
+            _verify_local_models((ser, re_dir), o.allow_unverified_models)
             kie = KieSettings(ser, re_dir, inference)
 
     limits = DecodeLimits(**{k: getattr(o, k) for k in _LIMIT_FLAGS if getattr(o, k) is not None})
-    sharing = {"model_copies": o.model_copies, "large_model": o.large_model, "cache_dir": o.model_cache_dir}
+    sharing = {"model_copies": o.model_copies, "large_model": o.large_model, "cache_dir": o.model_cache_dir,
+               "max_batch_duration_secs": o.max_batch_duration_secs}
     return ExtractConfig(
         inputs=tuple(_local_path(p) for p in inputs), manifest=_local_path(o.manifest) if o.manifest else None,
         output=output if "://" in output else str(Path(output).resolve()), run_id=run_id,
         launch_id=uuid.uuid4().hex[:12], ocr=ocr, kie=kie, limits=limits,
         ocr_handler=HandlerOptions(max_batch_size=o.ocr_batch_size, **sharing),
-        kie_handler=HandlerOptions(max_batch_size=o.kie_batch_size, **sharing), local_runner=local_runner)
+        kie_handler=HandlerOptions(max_batch_size=o.kie_batch_size, **sharing), local_runner=local_runner,
+        inference_timeout_s=o.inference_timeout_secs)

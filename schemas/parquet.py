@@ -9,14 +9,22 @@ Keys: ``doc_key`` is unique per input (manifest row or matched file) even when t
 ``doc_id``; every per-page table carries ``page_no`` (0-based page index in the document). Boxes are pixels of
 the decoded page, ``(x0, y0, x1, y1)``; polygons are 4 ``[x, y]`` points, clockwise from top-left.
 
-Every file also stores ``run_id`` as a column, so a file read on its own stays self-describing. Hive-aware readers
-get the same value from the folder name: DuckDB ``read_parquet(..., hive_partitioning=true)`` merges them;
-``pyarrow.dataset`` needs ``partitioning=None`` (or read the files through file objects).
+``run_id`` is a partition key only: it lives in the folder name, never as a file column (BigQuery external tables
+with Hive partitioning reject a key that is also a column, and pyarrow datasets fail on the string/dictionary
+clash). Every reader takes it from the folder:
+
+- pyarrow: ``pq.read_table("<output>/documents", partitioning=PARTITIONING)`` (or ``pyarrow.dataset.dataset``);
+  the default ``partitioning="hive"`` also works but infers the type (only numeric run ids: an integer).
+- DuckDB: ``read_parquet('<output>/documents/*/*.parquet', hive_partitioning=true, hive_types={'run_id': VARCHAR})``.
+- BigQuery: an external table with ``hive_partition_uri_prefix='gs://.../documents'`` (``run_id`` STRING).
+
+``PARTITION_FIELD`` / :func:`with_partition` give the schema a reader sees (``run_id`` first, then the file columns).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -28,9 +36,12 @@ __all__ = [
     "ERRORS_SCHEMA",
     "TABLES",
     "STAGES",
+    "PARTITION_FIELD",
+    "PARTITIONING",
+    "with_partition",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # 2.0: run_id is a partition key only (no longer a file column)
 
 # Where a document or page can fail, in pipeline order (the ``stage`` / ``error_stage`` columns).
 STAGES = ("read", "probe", "decode", "ocr", "kie")
@@ -42,8 +53,10 @@ def _box(prefix: str) -> list[pa.Field]:
     return [pa.field(f"{prefix}{name}", typ) for name, typ in _BOX]
 
 
+# The Hive partition key of every table (folder ``run_id=<value>``); not a file column.
+PARTITION_FIELD = pa.field("run_id", pa.string(), nullable=False)
+
 _DOC_KEYS = [
-    pa.field("run_id", pa.string(), nullable=False),
     pa.field("doc_key", pa.string(), nullable=False),
     pa.field("doc_id", pa.string(), nullable=False),
 ]
@@ -56,6 +69,7 @@ DOCUMENTS_SCHEMA = pa.schema(_DOC_KEYS + [
     pa.field("pages_found", pa.int32()),
     pa.field("pages_processed", pa.int32()),
     pa.field("pages_failed", pa.int32()),
+    pa.field("pages_skipped", pa.int32()),  # past --max_pages: counted, not decoded
     pa.field("page_width", pa.int32()),
     pa.field("page_height", pa.int32()),
     pa.field("status", pa.string(), nullable=False),  # "ok" | "failed"
@@ -145,3 +159,19 @@ TABLES: dict[str, pa.Schema] = {
     "pairs": PAIRS_SCHEMA,
     "errors": ERRORS_SCHEMA,
 }
+
+# pyarrow's Hive partitioning of every table, ``run_id`` kept a string (no type inference); pass it as
+# ``partitioning=`` to ``pq.read_table`` / ``pyarrow.dataset.dataset``.
+PARTITIONING = ds.partitioning(pa.schema([PARTITION_FIELD]), flavor="hive")
+
+
+def with_partition(schema: pa.Schema) -> pa.Schema:
+    """The schema a Hive-aware reader sees: ``run_id`` (from the folder) followed by the file columns.
+
+    Args:
+        schema: a file schema from :data:`TABLES`.
+
+    Returns:
+        ``schema`` with :data:`PARTITION_FIELD` prepended.
+    """
+    return pa.schema([PARTITION_FIELD, *schema])

@@ -2,7 +2,7 @@
 
 The folder is written with pyarrow under ``schemas.parquet``'s explicit schemas, from the gold XFUND labels of two
 real pages (as OCR lines + SER entities + RE pairs) plus one undecodable input, in the pipeline's layout
-``<out>/<table>/run_id=<run>/part-*.parquet`` + ``_SUCCESS``.
+``<out>/<table>/run_id=<run>/part-*.parquet`` + ``_SUCCESS``; ``run_id`` lives only in the folder name.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipelines import inspect_output as io_
-from schemas.parquet import SCHEMA_VERSION, TABLES
+from schemas.parquet import PARTITIONING, SCHEMA_VERSION, TABLES, with_partition
 
 RUN = "r1"
 DOCS = ("zh_train_0", "zh_train_1")
@@ -63,7 +64,7 @@ def _build(out: Path, xfund: Path, run_id: str = RUN) -> None:
     """Write one run: two ok XFUND pages and one failed (undecodable) input."""
     rows: dict[str, list[dict]] = {t: [] for t in TABLES}
     for i, name in enumerate(DOCS):
-        key = {"run_id": run_id, "doc_key": f"k{i}", "doc_id": name}
+        key = {"doc_key": f"k{i}", "doc_id": name}
         kie = _rows_for(xfund, name, key)
         for t in kie:
             rows[t] += kie[t]
@@ -78,7 +79,7 @@ def _build(out: Path, xfund: Path, run_id: str = RUN) -> None:
                                   "read_ms": 5.0, **n, **timing, "ocr_model": "det=v4;rec=v4",
                                   "kie_model": "vi-layoutxlm", "kie_enabled": True, "windows": 1,
                                   "schema_version": SCHEMA_VERSION})
-    bad = {"run_id": run_id, "doc_key": "k2", "doc_id": "broken"}
+    bad = {"doc_key": "k2", "doc_id": "broken"}
     rows["documents"].append({**bad, "uri": "/nowhere/broken.jpg", "status": "failed", "error_stage": "decode",
                               "error_type": "truncated", "pages_found": 0, "read_ms": 1.0, "kie_enabled": True,
                               "ocr_model": "det=v4;rec=v4", "kie_model": "vi-layoutxlm",
@@ -88,6 +89,8 @@ def _build(out: Path, xfund: Path, run_id: str = RUN) -> None:
     for table, schema in TABLES.items():
         part = out / table / f"run_id={run_id}"
         part.mkdir(parents=True, exist_ok=True)
+        for row in rows[table]:  # exactly the file schema's columns (from_pylist would drop extras silently)
+            assert set(row) <= set(schema.names), sorted(set(row) - set(schema.names))
         pq.write_table(pa.Table.from_pylist(rows[table], schema=schema), part / "part-00000-of-00001.parquet")
         (part / "_SUCCESS").write_text("")
 
@@ -150,12 +153,56 @@ def test_check_detects_a_failed_document_without_error_and_a_dangling_pair(outpu
     assert "pairs whose answer_id is not an entity of the page" in text
 
 
-def test_check_detects_an_incomplete_run_and_a_wrong_partition(output, xfund_zh_train):
+def test_check_detects_an_incomplete_run_and_rows_copied_into_another_partition(output):
     (output / "documents" / f"run_id={RUN}" / "_SUCCESS").unlink()
     shutil.copytree(output / "errors" / f"run_id={RUN}", output / "errors" / "run_id=r2")
     text = "\n".join(io_.check_output(str(output)))
     assert "incomplete" in text and "r1" in text
-    assert "run_id differs from their run_id= partition" in text
+    # The copied errors rows take run_id r2 from their folder, where no document exists.
+    assert "errors rows without a documents row: 1 (r2 k2)" in text
+
+
+def test_check_detects_pages_that_are_neither_processed_nor_skipped(output):
+    def found_more(t: pa.Table) -> pa.Table:  # k0 claims 3 pages found, 1 processed, none skipped
+        i = t.schema.get_field_index("pages_found")
+        return t.set_column(i, "pages_found", pa.array([3, 1, 0], pa.int32()))
+
+    _rewrite(output, "documents", found_more)
+    problems = io_.check_output(str(output))
+    assert len(problems) == 1 and problems[0].startswith("ok documents whose pages_found") and "r1 k0" in problems[0]
+    _rewrite(output, "documents", lambda t: t.set_column(t.schema.get_field_index("pages_skipped"), "pages_skipped",
+                                                         pa.array([2, None, 0], pa.int32())))
+    assert io_.check_output(str(output)) == []
+
+
+def test_check_flags_a_file_that_stores_run_id_as_a_column(output):
+    _rewrite(output, "pages", lambda t: t.append_column("run_id", pa.array([RUN] * t.num_rows)))
+    problems = io_.check_output(str(output))
+    assert len(problems) == 1 and problems[0].startswith("pages: files that store run_id as a column"), problems
+    assert io_.read_table(str(output), "pages").column("run_id").to_pylist() == [RUN, RUN]  # still readable
+
+
+def test_hive_readers_get_run_id_from_the_folder(output, xfund_zh_train):
+    _build(output, xfund_zh_train, run_id="2024")  # a numeric-looking run id must stay a string
+    for table in TABLES:
+        assert "run_id" not in pq.read_schema(next((output / table / f"run_id={RUN}").glob("*.parquet"))).names
+    plain = pq.read_table(output / "documents")  # pyarrow's default hive discovery; _SUCCESS files are skipped
+    assert sorted(set(plain.column("run_id").to_pylist())) == ["2024", RUN] and plain.num_rows == 6
+    docs = pq.read_table(output / "documents", partitioning=PARTITIONING)
+    assert docs.schema.field("run_id").type == pa.string() and docs.num_rows == 6
+    assert sorted(set(docs.column("run_id").to_pylist())) == ["2024", RUN]
+    dataset = ds.dataset(output / "pairs", format="parquet", partitioning=PARTITIONING)
+    assert dataset.count_rows() == len(_rows(output, "pairs")) > 0
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT run_id, typeof(run_id), count(*) FROM read_parquet('{output}/documents/*/*.parquet', "
+                       "hive_partitioning=true, hive_types={'run_id': VARCHAR}) GROUP BY ALL ORDER BY 1").fetchall()
+    assert rows == [("2024", "VARCHAR", 3), (RUN, "VARCHAR", 3)]
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{output}/lines/*/*.parquet', hive_partitioning=true)"
+                       ).fetchone()[0] == len(_rows(output, "lines"))
+    ours = io_.read_table(str(output), "documents")
+    assert ours.schema == with_partition(TABLES["documents"])
+    assert sorted(ours.column("run_id").to_pylist()) == sorted(docs.column("run_id").to_pylist())
+    assert io_.check_output(str(output), expected_documents=3) == []
 
 
 def test_inspect_counts_and_timings(output, capsys):

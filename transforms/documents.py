@@ -55,6 +55,9 @@ class ReadProbeFn(beam.DoFn):
     def process(self, doc: DocRef) -> Iterator[PageRef | beam.pvalue.TaggedOutput]:
         """Reads, hashes and probes one document."""
         start = time.perf_counter()
+        if doc.error is not None:  # a malformed manifest row: nothing to read
+            yield beam.pvalue.TaggedOutput(HEADERS_TAG, DocHeader(doc, error=doc.error))
+            return
         try:
             data = read_bytes(doc.uri, getattr(self._limits, "max_bytes", None))
         except Exception as e:  # noqa: BLE001 - any read failure fails this document alone

@@ -11,19 +11,23 @@ import csv
 import io
 import logging
 import posixpath
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.refs import DocRef
+from transforms.refs import DocRef, ErrorInfo, redact
 
-__all__ = ["MatchPatternFn", "ReadManifestFn", "read_manifest_rows", "default_doc_id", "split_patterns"]
+__all__ = ["MatchPatternFn", "ReadManifestFn", "ManifestRow", "read_manifest_rows", "default_doc_id",
+           "split_patterns"]
 
 _LOG = logging.getLogger(__name__)
 _GLOB_CHARS = ("*", "?", "[")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def split_patterns(values: list[str] | None) -> list[str]:
@@ -39,7 +43,12 @@ def split_patterns(values: list[str] | None) -> list[str]:
 
 
 def default_doc_id(uri: str) -> str:
-    """The document id used when none is given: the file name without its extension."""
+    """The document id used when none is given: the file name without its extension (and without a URL query).
+
+    Ids are only ever column values, never parts of output paths, so any id (``../x``, ``/etc/passwd``) is harmless.
+    """
+    if "://" in uri:
+        uri = uri.split("#", 1)[0].split("?", 1)[0]  # a signed URL's query must not become the id
     name = posixpath.basename(uri.rstrip("/"))
     stem, dot, _ = name.rpartition(".")
     return stem if dot and stem else name
@@ -64,7 +73,7 @@ class MatchPatternFn(beam.DoFn):
         uris = sorted(m.path for m in metadata if not m.path.endswith("/"))
         if not uris:
             if any(c in pattern for c in _GLOB_CHARS):
-                _LOG.warning("input pattern %s matched no files", pattern)
+                _LOG.warning("input pattern %s matched no files", redact(pattern))
                 self._unmatched.inc()
                 return
             uris = [pattern]
@@ -78,18 +87,48 @@ def _resolve(uri: str, base: str) -> str:
     return FileSystems.join(base, uri)
 
 
-def read_manifest_rows(manifest: str) -> Iterator[tuple[str, str | None]]:
-    """Reads ``(uri, doc_id or None)`` rows from a text, CSV or Parquet manifest.
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    """One row of a manifest.
+
+    Attributes:
+        line: where the row is: the line number (1-based) of a text or CSV manifest, the row number (1-based) of a
+            Parquet one.
+        uri: the document URI as written (stripped), or None when the row has none.
+        doc_id: the ``doc_id`` column, or None.
+        problem: why the row is malformed (the document then fails with ``malformed_manifest_row``), else None.
+    """
+
+    line: int
+    uri: str | None
+    doc_id: str | None = None
+    problem: str | None = None
+
+
+def _check_uri(uri: object) -> tuple[str | None, str | None]:
+    """``(uri, problem)``: the stripped URI, or why it is unusable."""
+    if uri is None or (isinstance(uri, str) and not uri.strip()):
+        return None, "empty uri"
+    if not isinstance(uri, str):
+        return None, f"uri is a {type(uri).__name__}, not text"
+    uri = uri.strip()
+    if _CONTROL.search(uri):
+        return uri, "uri contains control characters"
+    return uri, None
+
+
+def read_manifest_rows(manifest: str) -> Iterator[ManifestRow]:
+    """Reads the rows of a text, CSV or Parquet manifest; malformed rows are returned, never skipped.
 
     Args:
         manifest: path or URI of the manifest; ``.csv`` and ``.parquet`` select those formats, anything else is
-            read as one URI per line.
+            read as one URI per line (blank lines and ``#`` comments are skipped).
 
     Returns:
-        An iterator of rows in file order.
+        An iterator of :class:`ManifestRow` in file order; a row with ``problem`` set names what is wrong.
 
     Raises:
-        ValueError: a CSV or Parquet manifest without a ``uri`` column.
+        ValueError: a CSV or Parquet manifest without a ``uri`` column, or a text/CSV manifest that is not UTF-8.
     """
     lower = manifest.lower()
     with FileSystems.open(manifest) as f:
@@ -99,27 +138,74 @@ def read_manifest_rows(manifest: str) -> Iterator[tuple[str, str | None]]:
         if "uri" not in table.column_names:
             raise ValueError(f"manifest {manifest} has no 'uri' column (columns: {table.column_names})")
         ids = table.column("doc_id").to_pylist() if "doc_id" in table.column_names else [None] * table.num_rows
-        yield from zip(table.column("uri").to_pylist(), ids)
-    elif lower.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
-        if "uri" not in (reader.fieldnames or []):
-            raise ValueError(f"manifest {manifest} has no 'uri' column (header: {reader.fieldnames})")
-        for row in reader:
-            yield row["uri"], row.get("doc_id") or None
-    else:
-        for line in data.decode("utf-8-sig").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield line, None
+        for n, (uri, doc_id) in enumerate(zip(table.column("uri").to_pylist(), ids), start=1):
+            uri, problem = _check_uri(uri)
+            yield ManifestRow(n, uri, None if doc_id is None else str(doc_id), problem)
+        return
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"manifest {manifest} is not UTF-8 text: {e}") from e
+    if lower.endswith(".csv"):
+        yield from _csv_rows(manifest, text)
+        return
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            uri, problem = _check_uri(line)
+            yield ManifestRow(n, uri, None, problem)
+
+
+def _csv_rows(manifest: str, text: str) -> Iterator[ManifestRow]:
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error) as e:
+        raise ValueError(f"manifest {manifest} has no readable CSV header") from e
+    header = [h.strip() for h in header]
+    if "uri" not in header:
+        raise ValueError(f"manifest {manifest} has no 'uri' column (header: {header})")
+    uri_at, id_at = header.index("uri"), header.index("doc_id") if "doc_id" in header else None
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # e.g. a NUL byte or an unterminated quote: report the line, go on
+            yield ManifestRow(reader.line_num, None, None, f"unreadable CSV: {e}")
+            continue
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) > len(header):
+            yield ManifestRow(reader.line_num, None, None,
+                              f"{len(fields)} fields for a {len(header)}-column header (quote values holding commas)")
+            continue
+        uri, problem = _check_uri(fields[uri_at] if uri_at < len(fields) else None)
+        doc_id = fields[id_at].strip() if id_at is not None and id_at < len(fields) else ""
+        yield ManifestRow(reader.line_num, uri, doc_id or None, problem)
 
 
 class ReadManifestFn(beam.DoFn):
-    """Reads a manifest into :class:`DocRef` s (``doc_key`` = ``<manifest>#<row number>``, unique per row)."""
+    """Reads a manifest into :class:`DocRef` s (``doc_key`` = ``<manifest>#<row number>``, unique per row).
+
+    A malformed row still becomes a ref (with ``error`` set, naming the manifest line), so it is a failed document
+    in the output rather than a silently dropped input.
+    """
+
+    def __init__(self) -> None:
+        self._malformed = Metrics.counter("kiebeam", "malformed_manifest_rows")
 
     def process(self, manifest: str) -> Iterator[DocRef]:
         """Yields one ref per manifest row."""
         base = posixpath.dirname(manifest)
-        for row_no, (uri, doc_id) in enumerate(read_manifest_rows(manifest)):
-            uri = _resolve(str(uri).strip(), base)
-            yield DocRef(doc_key=f"{manifest}#{row_no}", doc_id=str(doc_id) if doc_id else default_doc_id(uri),
-                         uri=uri)
+        for row_no, row in enumerate(read_manifest_rows(manifest)):
+            key = f"{manifest}#{row_no}"
+            if row.problem is not None:
+                message = f"manifest {manifest} line {row.line}: {row.problem}"
+                _LOG.warning("%s", redact(message))
+                self._malformed.inc()
+                yield DocRef(doc_key=key, doc_id=row.doc_id or f"line-{row.line}", uri=row.uri or "",
+                             error=ErrorInfo("read", "malformed_manifest_row", message))
+                continue
+            uri = _resolve(row.uri, base)
+            yield DocRef(doc_key=key, doc_id=row.doc_id or default_doc_id(uri), uri=uri)

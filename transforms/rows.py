@@ -18,10 +18,10 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from schemas.parquet import SCHEMA_VERSION
 from schemas.records import Entity
-from transforms.refs import DocHeader, DocRef, ErrorInfo, PageOutcome
+from transforms.refs import DocHeader, DocRef, ErrorInfo, PageOutcome, redact
 
-__all__ = ["ocr_result_to_outcome", "kie_result_to_outcome", "ToRowsFn", "BuildDocumentRowFn", "PageSummary",
-           "ROW_TABLES"]
+__all__ = ["ocr_result_to_outcome", "kie_result_to_outcome", "failed_batch_to_outcomes", "ToRowsFn",
+           "BuildDocumentRowFn", "PageSummary", "ROW_TABLES"]
 
 # The tagged outputs of ToRowsFn (the main output carries (doc_key, PageSummary)).
 ROW_TABLES = ("pages", "lines", "entities", "pairs", "errors")
@@ -44,6 +44,30 @@ def kie_result_to_outcome(result: PredictionResult) -> PageOutcome:
     return result.inference
 
 
+def failed_batch_to_outcomes(failure: tuple[Any, Any], stage: str) -> Iterator[PageOutcome]:
+    """Turns one element of RunInference's ``failed_inferences`` (a whole batch) into failed page outcomes.
+
+    The handlers catch model errors per element themselves, so a batch only lands here when Beam's
+    ``with_exception_handling(timeout=...)`` gave up on it: every page of it fails with ``error_type='timeout'``.
+
+    Args:
+        failure: ``(batch, (exception type, repr, traceback lines))`` as Beam emits it.
+        stage: ``"ocr"`` or ``"kie"``.
+
+    Returns:
+        One failed outcome per page of the batch.
+    """
+    batch, (exc_type, exc_repr, _) = failure
+    kind = "timeout" if isinstance(exc_type, type) and issubclass(exc_type, TimeoutError) else getattr(
+        exc_type, "__name__", str(exc_type))
+    error = ErrorInfo(stage, kind, f"{stage} batch of {len(batch)} page(s) failed: {exc_repr}"[:2000])
+    for item in batch:
+        if isinstance(item, PageOutcome):
+            yield item.with_(error=error)
+        else:  # a PageImage: drop the pixels
+            yield PageOutcome(item.doc, item.page_no, decode_ms=item.decode_ms, error=error)
+
+
 @dataclass(frozen=True, slots=True)
 class PageSummary:
     """What the documents table needs from one page."""
@@ -63,7 +87,8 @@ class PageSummary:
 
 
 def _keys(run_id: str, doc: DocRef) -> dict[str, Any]:
-    return {"run_id": run_id, "doc_key": doc.doc_key, "doc_id": doc.doc_id}
+    # run_id is the Hive partition (the folder run_id=<id>), not a file column: see schemas.parquet.
+    return {"doc_key": doc.doc_key, "doc_id": doc.doc_id}
 
 
 def _box(prefix: str, box: tuple[int, int, int, int]) -> dict[str, int]:
@@ -117,8 +142,8 @@ class ToRowsFn(beam.DoFn):
             "pairs": len(pairs), "windows": windows, **dict(zip(_TIMINGS, timings))})
         if err is not None:
             yield beam.pvalue.TaggedOutput("errors", {
-                **keys, "uri": o.doc.uri, "page_no": o.page_no, "stage": err.stage, "error_type": err.error_type,
-                "message": err.message})
+                **keys, "uri": redact(o.doc.uri), "page_no": o.page_no, "stage": err.stage,
+                "error_type": err.error_type, "message": redact(err.message)})
         self._counters["pages_failed" if err else "pages_ok"].inc()
         self._counters["lines"].inc(len(lines))
         self._counters["entities"].inc(len(entities))
@@ -160,9 +185,9 @@ class BuildDocumentRowFn(beam.DoFn):
         first = pages[0] if pages else None
         totals = [sum(p.timings[i] for p in pages) for i in range(len(_TIMINGS))]
         row = {
-            **_keys(self._run_id, h.doc), "uri": h.doc.uri, "sha256": h.sha256, "size_bytes": h.size_bytes,
+            **_keys(self._run_id, h.doc), "uri": redact(h.doc.uri), "sha256": h.sha256, "size_bytes": h.size_bytes,
             "format": h.format, "pages_found": h.pages_found, "pages_processed": sum(p.ok for p in pages),
-            "pages_failed": sum(not p.ok for p in pages),
+            "pages_failed": sum(not p.ok for p in pages), "pages_skipped": max(h.pages_found - h.pages_to_process, 0),
             "page_width": first.width if first else None, "page_height": first.height if first else None,
             "status": "failed" if error else "ok", "error_stage": error.stage if error else None,
             "error_type": error.error_type if error else None,
@@ -180,5 +205,5 @@ class BuildDocumentRowFn(beam.DoFn):
             self._ok.inc()
         if h.error is not None or (error is not None and error.error_type == "missing_pages"):
             yield beam.pvalue.TaggedOutput("errors", {
-                **_keys(self._run_id, h.doc), "uri": h.doc.uri, "page_no": None, "stage": error.stage,
-                "error_type": error.error_type, "message": error.message})
+                **_keys(self._run_id, h.doc), "uri": redact(h.doc.uri), "page_no": None, "stage": error.stage,
+                "error_type": error.error_type, "message": redact(error.message)})

@@ -7,6 +7,10 @@ it removes the old ``_SUCCESS`` markers and files of ``<output>/<table>/run_id=<
 files in, writes ``_SUCCESS`` into every partition and deletes the staging folder. So rerunning a run id
 replaces that run (no duplicate rows), a new run id gets its own partitions, and readers that glob
 ``*.parquet`` never see temp files (Beam's temp files and the staging folder start with ``beam-temp`` / ``_``).
+
+The files hold exactly the columns of ``schemas.parquet.TABLES``: ``run_id`` is not among them (it is the Hive
+partition folder), so ``pq.read_table(<output>/<table>)``, DuckDB ``hive_partitioning`` and BigQuery Hive-partitioned
+external tables all read the layout as it is. ``WriteToParquet`` writes only the schema's columns of each row dict.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipelines.extract import run, summarize
+from schemas.parquet import PARTITIONING, TABLES
 
 pytestmark = pytest.mark.slow
 RUNNER = "--runner=FnApiRunner"
@@ -28,15 +30,18 @@ def _crop(src: Path, box: tuple[int, int, int, int], scale: float = 0.5) -> Imag
 
 
 def _table(out: Path, name: str, run_id: str) -> list[dict]:
-    files = sorted((out / name / f"run_id={run_id}").glob("*.parquet"))
-    assert files, f"no {name} files for run {run_id}"
-    # Read through a file object: a path would make pyarrow add a second run_id from the hive folder name.
-    return [row for f in files for row in pq.read_table(f.open("rb")).to_pylist()]
+    """One run's rows, read the way analysts do: the table folder as a Hive-partitioned dataset."""
+    assert sorted((out / name / f"run_id={run_id}").glob("*.parquet")), f"no {name} files for run {run_id}"
+    table = pq.read_table(out / name, partitioning=PARTITIONING, filters=[("run_id", "=", run_id)])
+    # The files hold exactly the schema's columns; pyarrow appends run_id from the folder.
+    assert table.schema.names == TABLES[name].names + ["run_id"], table.schema.names
+    assert table.schema.field("run_id").type == pa.string()
+    return table.to_pylist()
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, xfund_zh_train) -> Path:
-    """``in/``: two single-page crops, a 2-page TIFF, and a file that is not an image."""
+    """``in/``: two single-page crops, a 2-page TIFF, a 3-page PDF, and a file that is not an image."""
     root = tmp_path_factory.mktemp("corpus")
     (root / "in").mkdir()
     img = xfund_zh_train / "image"
@@ -44,17 +49,22 @@ def corpus(tmp_path_factory, xfund_zh_train) -> Path:
     _crop(img / "zh_train_1.jpg", (300, 150, 2200, 650)).save(root / "in" / "b.png")
     p1, p2 = (_crop(img / "zh_train_2.jpg", box) for box in ((300, 150, 1600, 500), (300, 600, 1600, 950)))
     p1.save(root / "in" / "two.tif", save_all=True, append_images=[p2])
+    # A PDF of three small XFUND crops at 100 dpi (rendered with --pdf_dpi=100: same pixels); --max_pages=2 skips
+    # the third page on purpose.
+    pdf = [_crop(img / f"zh_train_{i}.jpg", box) for i, box in ((3, (300, 150, 1600, 500)), (2, (300, 600, 1600, 950)),
+                                                                (5, (300, 150, 1600, 500)))]
+    pdf[0].save(root / "in" / "form.pdf", "PDF", resolution=100.0, save_all=True, append_images=pdf[1:])
     (root / "in" / "bad.jpg").write_bytes(b"this is not a jpeg")
     return root
 
 
 @pytest.fixture(scope="module")
 def first_run(corpus, tiny_kie_dirs) -> Path:
-    """Run r1: OCR + SER + RE over ``in/*`` (4 inputs, one bad)."""
+    """Run r1: OCR + SER + RE over ``in/*`` (5 inputs, one bad), at most 2 pages per document."""
     ser, re_dir = tiny_kie_dirs
     out = corpus / "out"
     result = run([f"--input={corpus / 'in' / '*'}", f"--output={out}", "--run_id=r1", f"--ser_model_dir={ser}",
-                  f"--re_model_dir={re_dir}", "--ocr_batch_size=2", RUNNER])
+                  f"--re_model_dir={re_dir}", "--ocr_batch_size=2", "--max_pages=2", "--pdf_dpi=100", RUNNER])
     assert result.state == "DONE"
     _RESULTS["r1"] = result
     return out
@@ -81,11 +91,11 @@ def test_every_table_of_a_kie_run(first_run):
     out = first_run
     docs = {d["doc_id"]: d for d in _table(out, "documents", "r1")}
     errors = _table(out, "errors", "r1")
-    _check_accounting(list(docs.values()), errors, 4)
+    _check_accounting(list(docs.values()), errors, 5)
     assert docs["bad"]["status"] == "failed" and docs["bad"]["error_stage"] == "probe"
     assert docs["bad"]["error_type"] == "unsupported_format"
     assert [(e["doc_id"], e["page_no"], e["stage"]) for e in errors] == [("bad", None, "probe")]
-    for name in ("a", "b", "two"):
+    for name in ("a", "b", "two", "form"):
         d = docs[name]
         assert d["status"] == "ok" and d["kie_enabled"] and d["lines"] > 0, d
         assert len(d["sha256"]) == 64 and d["size_bytes"] > 0
@@ -93,10 +103,21 @@ def test_every_table_of_a_kie_run(first_run):
         assert d["kie_model"].startswith("ser=") and ";re=" in d["kie_model"]
         assert d["det_ms"] > 0 and d["rec_ms"] > 0 and d["ser_ms"] > 0
     assert (docs["two"]["format"], docs["two"]["pages_found"], docs["two"]["pages_processed"]) == ("tiff", 2, 2)
+    assert docs["two"]["pages_skipped"] == 0 and docs["a"]["pages_skipped"] == 0
+    # The PDF is over the page cap: pages 0-1 processed, page 2 counted as skipped (not silently dropped).
+    form = docs["form"]
+    assert (form["format"], form["pages_found"], form["pages_processed"], form["pages_failed"],
+            form["pages_skipped"]) == ("pdf", 3, 2, 0, 1)
+    assert (form["page_width"], form["page_height"]) == (650, 175)
     assert (docs["a"]["page_width"], docs["a"]["page_height"]) == (950, 250)
 
     pages = _table(out, "pages", "r1")
-    assert sorted((p["doc_id"], p["page_no"]) for p in pages) == [("a", 0), ("b", 0), ("two", 0), ("two", 1)]
+    assert sorted((p["doc_id"], p["page_no"]) for p in pages) == [
+        ("a", 0), ("b", 0), ("form", 0), ("form", 1), ("two", 0), ("two", 1)]
+    form_pages = {p["page_no"]: p for p in pages if p["doc_id"] == "form"}
+    assert sum(p["lines"] for p in form_pages.values()) == form["lines"] and all(
+        (p["width"], p["height"]) == (650, 175) and p["lines"] > 0 for p in form_pages.values()), form_pages
+    assert {r["page_no"] for r in _table(out, "lines", "r1") if r["doc_id"] == "form"} == {0, 1}
     assert all(p["status"] == "ok" for p in pages)
 
     lines = _table(out, "lines", "r1")
@@ -122,19 +143,31 @@ def test_every_table_of_a_kie_run(first_run):
         assert (out / name / "run_id=r1" / "_SUCCESS").is_file()
     assert not (out / "_staging").exists()
     result = _RESULTS["r1"]
-    assert (_counter(result, "documents_ok"), _counter(result, "documents_failed_probe")) == (3, 1)
+    assert (_counter(result, "documents_ok"), _counter(result, "documents_failed_probe")) == (4, 1)
     assert (_counter(result, "lines"), _counter(result, "pairs")) == (len(lines), len(pairs))
     s = summarize(str(out), "r1")
-    assert (s["documents"], s["ok"], s["failed"], s["lines"], s["kie_enabled"]) == (4, 3, 1, len(lines), True)
+    assert (s["documents"], s["ok"], s["failed"], s["lines"], s["kie_enabled"]) == (5, 4, 1, len(lines), True)
+    assert {d["run_id"] for d in docs.values()} == {"r1"}
+    # Hive readers: DuckDB takes run_id from the folder; the checker's accounting (skipped pages too) holds.
+    import duckdb
+
+    from pipelines.inspect_output import check_output
+
+    found = duckdb.connect().execute(
+        f"SELECT run_id, count(*), sum(pages_skipped) FROM read_parquet('{out}/documents/*/*.parquet', "
+        "hive_partitioning=true) GROUP BY run_id").fetchall()
+    assert found == [("r1", 5, 1)]
+    assert check_output(str(out), expected_documents=5) == []
 
 
 @pytest.fixture(scope="module")
 def rerun(first_run, corpus) -> Path:
-    """Run r1 again from a CSV manifest (a duplicated row, a missing file), OCR only, 2 worker processes."""
+    """Run r1 again from a CSV manifest (a duplicated row, a missing file), OCR only, 2 worker processes,
+    batching across bundles (``--max_batch_duration_secs``: Beam's stateful ``BatchElements``)."""
     manifest = corpus / "manifest.csv"
     manifest.write_text("uri,doc_id\nin/a.jpg,A\nin/a.jpg,A\nin/missing.jpg,M\n")
     result = run([f"--manifest={manifest}", f"--output={first_run}", "--run_id=r1", "--ser_model_dir=none", RUNNER,
-                  "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+                  "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--max_batch_duration_secs=1"])
     assert result.state == "DONE"
     return first_run
 

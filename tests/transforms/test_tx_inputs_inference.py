@@ -62,6 +62,23 @@ def test_localize_passes_local_paths_through(tmp_path):
 def test_handler_options_are_validated():
     with pytest.raises(ValueError, match="max_batch_size"):
         HandlerOptions(max_batch_size=0)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="max_batch_duration_secs"):
+            HandlerOptions(max_batch_duration_secs=bad)
+
+
+def test_max_batch_duration_flag_reaches_beams_batching(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.options import to_config
+
+    flags = [f"--input={tmp_path}/*.jpg", f"--output={tmp_path}/out", "--ser_model_dir=none", "--ocr_batch_size=3"]
+    cfg = to_config(PipelineOptions(flags + ["--max_batch_duration_secs=5"]))
+    assert cfg.ocr_handler.max_batch_duration_secs == cfg.kie_handler.max_batch_duration_secs == 5
+    kwargs = OcrModelHandler(cfg.ocr, cfg.ocr_handler).batch_elements_kwargs()
+    assert (kwargs["max_batch_duration_secs"], kwargs["max_batch_size"]) == (5, 3)
+    default = to_config(PipelineOptions(flags))
+    assert "max_batch_duration_secs" not in OcrModelHandler(default.ocr, default.ocr_handler).batch_elements_kwargs()
 
 
 @pytest.mark.slow

@@ -75,6 +75,12 @@ def test_page_rows_round_trip_every_table(tmp_path):
     assert doc["status"] == "ok" and doc["lines"] == 3 and doc["pairs"] == 1 and doc["det_ms"] == 3.0
     assert doc["kie_enabled"] is True and doc["schema_version"] == SCHEMA_VERSION and doc["kie_model"] == "kie@1"
     _round_trip(tmp_path, "documents", [doc])
+    assert doc["pages_skipped"] == 0 and "run_id" not in doc  # run_id is the partition folder, not a column
+
+    capped = DocHeader(DOC, sha256="ab" * 32, size_bytes=10, format="pdf", pages_found=4, pages_to_process=1)
+    (doc,) = _split(list(BuildDocumentRowFn("r1", True).process((key, {"headers": [capped], "pages": [summary]}))))[
+        "summaries"]
+    assert (doc["status"], doc["pages_found"], doc["pages_processed"], doc["pages_skipped"]) == ("ok", 4, 1, 3)
 
 
 def test_failed_document_and_page_each_get_one_row_and_one_error(tmp_path):
