@@ -275,6 +275,11 @@ class LayoutXLMModel(nn.Layer):
     """The text-only LayoutXLM backbone (the ``layoutxlm.*`` part of a checkpoint)."""
 
     def __init__(self, config: LayoutXLMConfig) -> None:
+        # Paddle keeps its dynamic-graph mode per thread, seeded from the thread that first imported paddle: when
+        # that was a Beam worker thread, other threads start in static mode and building a Layer fails
+        # ("registered buffer should be a Paddle.Tensor, but received Value"). Models are always built eagerly.
+        if not paddle.in_dynamic_mode():
+            paddle.disable_static()
         super().__init__()
         self.config = config
         self.embeddings = LayoutXLMEmbeddings(config)
