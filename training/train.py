@@ -1,0 +1,238 @@
+"""Fine-tune VI-LayoutXLM SER or RE (optionally with UDML) from a shard manifest. Reads top to bottom.
+
+    kiebeam train --preset tiny_ser --manifest data/manifest.json --out_dir runs/ser
+
+Run folder: ``metrics.jsonl`` (one JSON object per logged step / evaluation), ``skipped.txt`` (documents and
+lines left out of the shards, with line numbers), ``loss.png`` / ``hmean.png``, ``tokenizer/`` (from-scratch
+runs), ``best/`` (the best student by eval Hmean), ``step_N/`` (every ``save_every`` steps) and ``latest/``
+(everything needed to resume: weights of both UDML models, optimizer state, step, RNG state).
+
+Multi-GPU (data parallel; each process reads every shard and takes its share of each epoch's batches through
+``paddle.io.DistributedBatchSampler``; rank 0 evaluates and writes)::
+
+    PYTHONPATH=. python -m paddle.distributed.launch --gpus 0,1,2,3 training/train.py --preset ser_vi_layoutxlm \
+        --manifest gs://bucket/kie/manifest.json --init_from pretrained/ser_vi_layoutxlm --out_dir runs/ser
+
+(the script takes ``kiebeam train``'s flags). The pooler and the unused visual embeddings get no gradient, so
+``paddle.DataParallel`` runs with ``find_unused_parameters=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+from paddle.io import DistributedBatchSampler
+
+from models.features import bio_labels
+from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
+from models.tokenizer import load_tokenizer, train_tokenizer
+from training.config import TrainConfig, lr_at
+from training.data import document_texts, encode_documents, re_batch, ser_batch
+from training.evaluate import evaluate_re, evaluate_ser
+from training.losses import udml_total
+from training.shards import load_manifest, load_split
+from training.store import load_init, load_optimizer_state, optimizer_state, plot_metrics, save_model
+
+__all__ = ["main"]
+
+
+def main(config: TrainConfig) -> dict[str, Any]:
+    """Trains a SER or RE model as ``config`` says.
+
+    Args:
+        config: the run configuration (see ``training.config``).
+
+    Returns:
+        ``{"best_hmean", "best_step", "steps", "out_dir"}``.
+    """
+    # ---------------------------------------------------------------- setup: processes, seeds, run folder
+    world = paddle.distributed.get_world_size()
+    if world > 1:
+        paddle.distributed.init_parallel_env()
+    rank = paddle.distributed.get_rank()
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    paddle.seed(config.seed)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ser = config.task == "ser"
+
+    # ---------------------------------------------------------------- data: manifest -> documents -> windows
+    manifest = load_manifest(config.manifest)
+    train_docs, skipped = load_split(manifest, "train")
+    eval_docs, eval_skipped = load_split(manifest, config.eval_split)
+    if rank == 0:
+        (out / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped + eval_skipped))
+    if not train_docs:
+        raise ValueError(f"manifest {config.manifest} has no readable train documents ({len(skipped)} skipped)")
+
+    # ---------------------------------------------------------------- model(s) and tokenizer
+    labels = list(manifest.labels)
+    num_labels = len(bio_labels(labels))
+    tok_dir = out / "tokenizer"
+    if config.init_from:
+        tokenizer, tok_dir, model_cfg, state = load_init(config.init_from, config.tokenizer_dir, task=config.task,
+                                                          allow_unverified=config.allow_unverified)
+    else:
+        if not (tok_dir / "sentencepiece.bpe.model").exists():
+            train_tokenizer(document_texts(train_docs), tok_dir, vocab_size=config.vocab_size)
+        tokenizer, state = load_tokenizer(tok_dir), None
+        m = config.model
+        model_cfg = LayoutXLMConfig(vocab_size=len(tokenizer), hidden_size=m.hidden_size,
+                                    num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
+                                    intermediate_size=m.intermediate_size, coordinate_size=m.coordinate_size,
+                                    shape_size=m.shape_size, max_position_embeddings=m.max_position_embeddings,
+                                    hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
+
+    def build() -> paddle.nn.Layer:
+        model = SerModel(model_cfg, num_labels) if ser else ReModel(model_cfg)
+        if state is not None:
+            own = model.state_dict()  # a SER checkpoint may start RE: only keys with matching shapes are used
+            model.set_state_dict({k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)})
+        return model
+
+    student = build()
+    peer = None
+    if config.udml:  # a peer with the same backbone start and its own head (PaddleOCR: same pretrained weights)
+        peer = build()
+        peer.layoutxlm.set_state_dict(student.layoutxlm.state_dict())
+    models = [student] + ([peer] if peer is not None else [])
+    train_models = [paddle.DataParallel(m, find_unused_parameters=True) if world > 1 else m for m in models]
+
+    train_ex = encode_documents(train_docs, tokenizer, labels, task=config.task, max_len=config.max_len)
+    eval_ex = encode_documents(eval_docs, tokenizer, labels, task=config.task, max_len=config.max_len)
+    if not ser:
+        train_ex = [e for e in train_ex if len(e.re.pairs)]  # windows without candidates add no RE loss
+    make_batch = ser_batch if ser else re_batch
+    keys = ("input_ids", "bbox", "attention_mask", "token_type_ids") + (
+        ("labels",) if ser else ("entities", "pairs", "pair_labels"))
+
+    # ---------------------------------------------------------------- optimizer (PaddleOCR: AdamW, no decay)
+    params = [p for m in models for p in m.parameters()]
+    clip = paddle.nn.ClipGradByNorm(config.clip_norm) if config.clip_norm else None
+    optimizer = paddle.optimizer.AdamW(learning_rate=config.learning_rate, parameters=params, beta1=0.9,
+                                       beta2=0.999, epsilon=1e-8, weight_decay=config.weight_decay, grad_clip=clip)
+    sampler = DistributedBatchSampler(train_ex, batch_size=config.batch_size, shuffle=True, drop_last=False)
+    steps_per_epoch = len(sampler)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    eval_every = config.eval_every or steps_per_epoch
+
+    # ---------------------------------------------------------------- resume
+    step, best, best_step = 0, -1.0, -1
+    latest = out / "latest"
+    if config.resume and (latest / "state.json").exists():
+        run_state = json.loads((latest / "state.json").read_text())
+        step, best, best_step = run_state["step"], run_state["best_hmean"], run_state["best_step"]
+        for i, m in enumerate(models):
+            m.set_state_dict(paddle.load(str(latest / f"model_{i}.pdparams")))
+        load_optimizer_state(optimizer, models, paddle.load(str(latest / "optimizer.pdopt")))
+        paddle.set_rng_state(pickle.loads((latest / "rng.pkl").read_bytes()))
+    metrics_file = open(out / "metrics.jsonl", "a" if config.resume else "w")
+
+    def log(record: dict[str, Any]) -> None:
+        if rank == 0:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    def evaluate() -> dict[str, Any]:
+        return evaluate_ser(student, eval_ex, labels) if ser else evaluate_re(student, eval_ex)
+
+    def save_resume_state() -> None:
+        latest.mkdir(exist_ok=True)
+        for i, m in enumerate(models):
+            paddle.save(m.state_dict(), str(latest / f"model_{i}.pdparams"))
+        paddle.save(optimizer_state(optimizer, models), str(latest / "optimizer.pdopt"))
+        (latest / "rng.pkl").write_bytes(pickle.dumps(paddle.get_rng_state()))
+        (latest / "state.json").write_text(json.dumps({"step": step, "best_hmean": best, "best_step": best_step,
+                                                        "scheduler": {"step": step, "lr": optimizer.get_lr()},
+                                                        "config": config.to_dict()}))
+
+    meta = {"manifest": {"uri": config.manifest, **manifest.to_dict()}, "config": config.to_dict(),
+            "train_documents": len(train_docs), "eval_documents": len(eval_docs)}
+
+    # ---------------------------------------------------------------- the loop
+    for m in train_models:
+        m.train()
+    bar = None
+    if config.progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch)  # the shuffle depends on the epoch only, so a resumed run sees the same batches
+        for indices in list(sampler)[skip:]:
+            if step >= total_steps:
+                break
+            batch = {k: paddle.to_tensor(v) for k, v in make_batch([train_ex[i] for i in indices]).items()
+                     if k in keys}
+            lr = lr_at(step, config, steps_per_epoch)
+            optimizer.set_lr(lr)
+
+            # forward -> loss
+            outs = [m(**batch) for m in train_models]
+            if peer is None:
+                loss, parts = outs[0].loss, {}
+            else:
+                loss, parts = udml_total(outs[0], outs[1], batch["attention_mask"], layers=config.udml_layers,
+                                         dml_weight=config.udml_dml_weight, l2_weight=config.udml_l2_weight, ser=ser)
+
+            # backward -> step
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            step += 1
+
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}")
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                bar.update(1)
+            if step % config.log_every == 0:
+                log({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, **parts,
+                     "elapsed_s": round(time.perf_counter() - t0, 3)})
+
+            # eval every N -> checkpoint when best
+            if rank == 0 and eval_ex and (step % eval_every == 0 or step == total_steps):
+                metrics = evaluate()
+                log({"step": step, "eval": metrics})
+                if metrics["hmean"] > best:
+                    best, best_step = metrics["hmean"], step
+                    save_model(student, out / "best", task=config.task, tokenizer_dir=tok_dir, labels=labels,
+                               metadata={**meta, "step": step, "metrics": metrics}, max_len=config.max_len)
+            if rank == 0 and config.save_every and step % config.save_every == 0:
+                save_resume_state()
+                save_model(student, out / f"step_{step}", task=config.task, tokenizer_dir=tok_dir, labels=labels,
+                           metadata={**meta, "step": step})
+
+    # ---------------------------------------------------------------- finish
+    if bar is not None:
+        bar.close()
+    if rank == 0:
+        save_resume_state()
+        if not eval_ex:
+            save_model(student, out / "best", task=config.task, tokenizer_dir=tok_dir, labels=labels,
+                       metadata={**meta, "step": step})
+        plot_metrics(out / "metrics.jsonl", out)
+    metrics_file.close()
+    return {"best_hmean": best, "best_step": best_step, "steps": step, "out_dir": str(out)}
+
+
+if __name__ == "__main__":  # the entry point for paddle.distributed.launch (a script path, not a module)
+    import sys
+
+    from training.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))
