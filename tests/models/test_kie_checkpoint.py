@@ -11,9 +11,8 @@ import pytest
 
 from models.checkpoint import CheckpointError, export_inference, load_checkpoint, save_checkpoint
 from models.integrity import ModelIntegrityError, write_sha256sums
-from models.kie import _Predictor
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
-from models.paddle_infer import InferenceOptions
+from models.paddle_infer import InferenceOptions, PaddlePredictor
 from models.tokenizer import TokenizerError, load_tokenizer, train_tokenizer
 
 TINY = dict(vocab_size=120, hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
@@ -161,12 +160,12 @@ def test_export_matches_dynamic_graph(tok_dir, tmp_path, mkldnn):
     re_dir = export_inference(re, tmp_path / "re", tokenizer_dir=tok_dir, max_len=32)
     opts = InferenceOptions(enable_mkldnn=mkldnn)
     ids, bbox, mask, tt = _inputs()
-    got = _Predictor(ser_dir, opts).run([ids, bbox, mask, tt])[0]
+    got = PaddlePredictor(ser_dir, opts).run([ids, bbox, mask, tt])[0]
     assert got.shape == (2, 32, 7)
     assert np.abs(got - _logits(ser, ids, bbox, mask)).max() < 1e-4
     ents = np.array([[[0, 3, 1], [3, 5, 2], [5, 9, 2]], [[0, 2, 1], [2, 4, 2], [-1, -1, -1]]], np.int64)
     pairs = np.array([[[0, 1], [0, 2]], [[0, 1], [-1, -1]]], np.int64)
-    got = _Predictor(re_dir, opts).run([ids, bbox, mask, tt, ents, pairs])[0]
+    got = PaddlePredictor(re_dir, opts).run([ids, bbox, mask, tt, ents, pairs])[0]
     want = _logits(re, ids, bbox, mask, ents, pairs)
     assert got.shape == (2, 2, 2)
     assert np.abs(got - want)[[0, 0, 1], [0, 1, 0]].max() < 1e-4
