@@ -13,5 +13,9 @@ test: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest
 
+# Benchmarks (not tests): prints markdown tables with the machine; ~10 minutes on 2 CPU cores.
+bench: bootstrap
+	.venv/bin/python bench/bench_pipeline.py --json out/bench.json
+
 lint: bootstrap
 	.venv/bin/ruff check .

