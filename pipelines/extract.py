@@ -44,6 +44,7 @@ from transforms.documents import (
 )
 from transforms.inference import KieModelHandler, OcrModelHandler
 from transforms.inputs import MatchPatternFn, ReadManifestFn
+from transforms.progress import ReportProgressFn
 from transforms.rows import (
     ROW_TABLES,
     BuildDocumentRowFn,
@@ -123,6 +124,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                              | "KieTimeoutsToOutcomes" >> beam.FlatMap(failed_batch_to_outcomes, "kie"))
         outcomes = kie_results | "UnwrapKie" >> beam.Map(kie_result_to_outcome)
     outcomes = (outcomes, decoded[FAILED_TAG], *timed_out) | "FlattenOutcomes" >> beam.Flatten()
+    if cfg.progress_interval_s > 0:  # a side branch: progress lines with rate and ETA for long local runs
+        total = docs | "CountInputs" >> beam.combiners.Count.Globally()
+        unreadable = probed[HEADERS_TAG] | "UnreadableDocuments" >> beam.Filter(lambda h: h.error is not None)
+        _ = ((outcomes, unreadable)
+             | "FlattenProgress" >> beam.Flatten()
+             | "ReportProgress" >> beam.ParDo(ReportProgressFn(cfg.launch_id, cfg.progress_interval_s),
+                                              total_documents=beam.pvalue.AsSingleton(total)))
 
     # 4. Rows: per page, then one documents row per input (header joined with its page summaries).
     rows = outcomes | "ToRows" >> beam.ParDo(ToRowsFn(cfg.run_id)).with_outputs(*ROW_TABLES, main="summaries")

@@ -77,6 +77,9 @@ class ExtractOptions(PipelineOptions):
         g.add_argument("--inference_timeout_secs", type=float, default=None,
                        help="fail an OCR/KIE batch (its pages get error_type 'timeout') that takes longer; the model "
                             "then loads lazily within this budget too. In-process: the stuck call keeps its thread")
+        g.add_argument("--progress_interval_secs", type=float, default=None,
+                       help="seconds between progress lines (pages done, rate, ETA); default 30 on local runners, "
+                            "off (0) on remote ones")
         for name in _LIMIT_FLAGS:
             g.add_argument(f"--{name}", type=int, default=None, help=f"decode limit {name} (DecodeLimits)")
         g.add_argument("--demo", action="store_true",
@@ -103,6 +106,7 @@ class ExtractConfig:
         ocr_handler / kie_handler: batching and sharing of the two RunInference steps.
         local_runner: the runner runs on this machine (the summary is printed).
         inference_timeout_s: per-batch OCR/KIE time limit in seconds (None: no limit).
+        progress_interval_s: seconds between progress lines of a worker process (0: none).
     """
 
     inputs: tuple[str, ...]
@@ -117,6 +121,7 @@ class ExtractConfig:
     kie_handler: HandlerOptions
     local_runner: bool
     inference_timeout_s: float | None = None
+    progress_interval_s: float = 0.0
 
 
 def default_kie_dirs() -> tuple[Path, Path] | None:
@@ -177,6 +182,9 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
         raise ValueError(f"bad run_id '{run_id}': use letters, digits, '_', '.', '-' (at most 128)")
     if o.inference_timeout_secs is not None and not o.inference_timeout_secs > 0:
         raise ValueError(f"--inference_timeout_secs must be > 0, got {o.inference_timeout_secs}")
+    progress = o.progress_interval_secs if o.progress_interval_secs is not None else (30.0 if local_runner else 0.0)
+    if progress < 0:
+        raise ValueError(f"--progress_interval_secs must be >= 0, got {progress}")
     for name in ("cpu_threads", "ocr_batch_size", "kie_batch_size"):
         if getattr(o, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(o, name)}")
@@ -221,4 +229,4 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
         launch_id=uuid.uuid4().hex[:12], ocr=ocr, kie=kie, limits=limits,
         ocr_handler=HandlerOptions(max_batch_size=o.ocr_batch_size, **sharing),
         kie_handler=HandlerOptions(max_batch_size=o.kie_batch_size, **sharing), local_runner=local_runner,
-        inference_timeout_s=o.inference_timeout_secs)
+        inference_timeout_s=o.inference_timeout_secs, progress_interval_s=progress)
