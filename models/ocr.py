@@ -48,6 +48,12 @@ class OcrConfig:
         det_db_max_candidates: contours considered per page.
         use_dilation: dilate the binary map first.
         rec_batch_num: crops per recognition forward.
+        rec_width_bucket: each recognition batch's width is rounded up to a bounded set of widths
+            (``text_recognizer.bucket_width``: multiples of this up to 8x, then doubling steps); 0 keeps
+            PaddleOCR's exact widths, which make nearly every batch a new oneDNN shape (slower first runs and
+            memory that grows with every new width; measured with ``bench/bench_ocr.py --widths``).
+        rec_pad_batch: pad a short last recognition batch to ``rec_batch_num`` rows, so the batch size is one
+            shape too (no measurable cost at batch 6; each new oneDNN shape held 0.2-1 GiB in bench_ocr --widths).
         rec_image_shape: recognizer input ``(C, H, W)``.
         drop_score: lines with a lower recognition confidence are dropped.
         order_method: ``"tb-yx"`` (what SER/RE expect) or ``"none"`` (PaddleOCR's ``sorted_boxes`` order).
@@ -67,6 +73,8 @@ class OcrConfig:
     det_db_max_candidates: int = 1000
     use_dilation: bool = False
     rec_batch_num: int = 6
+    rec_width_bucket: int = 160
+    rec_pad_batch: bool = True
     rec_image_shape: tuple[int, int, int] = (3, 48, 320)
     drop_score: float = 0.5
     order_method: str = "tb-yx"
@@ -78,6 +86,9 @@ class OcrConfig:
             raise ValueError(f"unknown order_method '{self.order_method}', expected one of {list(ORDER_METHODS)}")
         if self.rec_batch_num < 1:
             raise ValueError(f"rec_batch_num must be >= 1, got {self.rec_batch_num}")
+        if self.rec_width_bucket < 0:
+            raise ValueError(f"rec_width_bucket must be >= 0 (0 = PaddleOCR's exact widths), got "
+                             f"{self.rec_width_bucket}")
         shape = tuple(self.rec_image_shape)
         if len(shape) != 3 or shape[0] != 3 or shape[1] < 1 or shape[2] < 1:
             raise ValueError(f"rec_image_shape must be (3, H, W) with H, W >= 1, got {self.rec_image_shape}")
@@ -148,7 +159,8 @@ class OcrPredictor:
         self.detector = TextDetector(config.det_model_dir, config.db_params(), config.inference)
         self.recognizer = TextRecognizer(config.rec_model_dir, config.char_dict_path(),
                                          image_shape=tuple(config.rec_image_shape), batch_num=config.rec_batch_num,
-                                         use_space_char=config.use_space_char, options=config.inference)
+                                         use_space_char=config.use_space_char, options=config.inference,
+                                         width_bucket=config.rec_width_bucket, pad_batch=config.rec_pad_batch)
         self.version = f"det={self.detector.version};rec={self.recognizer.version}"
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[PageOcr]:

@@ -40,6 +40,9 @@ class InferenceOptions:
         allow_unverified: load a folder that has no ``SHA256SUMS`` (an explicit user choice).
         concurrency: at most this many native predictors (each with its own weights) serve concurrent calls;
             further callers wait. 1 serialises calls, which suits one GPU or a CPU already using all its threads.
+        mkldnn_cache_capacity: oneDNN's per-predictor cache of input shapes (``Config.set_mkldnn_cache_capacity``,
+            PaddleOCR sets 10); 0 leaves Paddle's default (unbounded). Measured with Paddle 3.3.1 it does not bound
+            memory (bench/README.md); bounding the input shapes (the recognizer's ``width_bucket``) does.
     """
 
     device: str = "cpu"
@@ -49,6 +52,7 @@ class InferenceOptions:
     gpu_mem_mb: int = 500
     allow_unverified: bool = False
     concurrency: int = 1
+    mkldnn_cache_capacity: int = 0
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "gpu"):
@@ -59,6 +63,9 @@ class InferenceOptions:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.gpu_id < 0:
             raise ValueError(f"gpu_id must be >= 0, got {self.gpu_id}")
+        if self.mkldnn_cache_capacity < 0:
+            raise ValueError(f"mkldnn_cache_capacity must be >= 0 (0 = Paddle's default), got "
+                             f"{self.mkldnn_cache_capacity}")
 
 
 def find_program(model_dir: str | Path) -> tuple[Path, Path]:
@@ -142,6 +149,8 @@ class PaddlePredictor:
             config.set_cpu_math_library_num_threads(options.cpu_threads)
             if options.enable_mkldnn:
                 config.enable_mkldnn()
+                if options.mkldnn_cache_capacity:
+                    config.set_mkldnn_cache_capacity(options.mkldnn_cache_capacity)
             else:
                 config.disable_mkldnn()
         if self._program.suffix == ".json":

@@ -7,6 +7,11 @@ Faithful to PaddleOCR's ``tools/infer/predict_rec.py`` / ``predict_system.py`` a
 2. crops are sorted by width/height ratio and recognised ``rec_batch_num`` at a time; every crop of a batch is
    resized to height 48 keeping its ratio and right-padded with zeros to ``48 * max(320/48, batch max ratio)``,
    pixels scaled to ``[-1, 1]`` (``resize_norm_img``);
+   optionally (``width_bucket > 0``, our addition) that width is rounded up to a bounded set of widths
+   (:func:`bucket_width`), because oneDNN builds and caches kernels per input shape: with PaddleOCR's exact
+   widths nearly every batch is a new shape, slower on its first run, and a long-running process grows by
+   hundreds of MiB per shape. More zero padding on the right is what CTC already sees for the batch's
+   shorter crops, so the text rarely changes;
 3. CTC greedy decoding: argmax per step, merge repeats, drop the blank (index 0); the dictionary is the file's
    lines plus a space (``use_space_char``); confidence = mean probability of the kept steps (0 when empty).
 
@@ -24,7 +29,10 @@ import numpy as np
 
 from models.paddle_infer import InferenceOptions, PaddlePredictor
 
-__all__ = ["TextRecognizer", "get_rotate_crop_image", "resize_norm_img", "load_char_dict", "ctc_greedy_decode"]
+__all__ = ["TextRecognizer", "get_rotate_crop_image", "resize_norm_img", "load_char_dict", "ctc_greedy_decode",
+           "bucket_width", "LINEAR_BUCKETS"]
+
+LINEAR_BUCKETS = 8  # widths step by the bucket up to 8 buckets, then by steps that double (padding < 1/4)
 
 
 def get_rotate_crop_image(image: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -51,22 +59,50 @@ def get_rotate_crop_image(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     return crop
 
 
-def resize_norm_img(crop: np.ndarray, max_wh_ratio: float, image_shape: tuple[int, int, int] = (3, 48, 320)
-                    ) -> np.ndarray:
+def bucket_width(width: int, bucket: int) -> int:
+    """Rounds a batch width up to a bounded set of widths.
+
+    Widths up to ``LINEAR_BUCKETS * bucket`` round up to a multiple of ``bucket``; above that the step doubles
+    each time the width doubles (e.g. bucket 160: 160, 320, ..., 1280, then 1600, 1920, 2240, 2560, then 3200,
+    3840, ...), so padding stays under ``2 / LINEAR_BUCKETS`` of the width and the number of distinct widths
+    grows only with the logarithm of the widest line.
+
+    Args:
+        width: the exact width in pixels (PaddleOCR's ``int(48 * max_wh_ratio)``).
+        bucket: the step; 0 keeps ``width`` unchanged (PaddleOCR's behaviour).
+
+    Returns:
+        The bucketed width, at least ``width``.
+    """
+    if bucket < 0:
+        raise ValueError(f"width bucket must be >= 0 (0 = exact widths), got {bucket}")
+    if bucket == 0 or width <= 0:
+        return width
+    step = bucket
+    while width > LINEAR_BUCKETS * step:
+        step *= 2
+    return -(-width // step) * step
+
+
+def resize_norm_img(crop: np.ndarray, max_wh_ratio: float, image_shape: tuple[int, int, int] = (3, 48, 320),
+                    width: int | None = None) -> np.ndarray:
     """PaddleOCR's ``resize_norm_img`` for CTC recognizers.
 
     Args:
         crop: ``(h, w, 3)`` uint8 crop.
         max_wh_ratio: the batch's largest width/height ratio (at least ``W / H`` of ``image_shape``).
         image_shape: ``(C, H, W)`` of the model input.
+        width: the padded width; ``None`` means PaddleOCR's ``int(H * max_wh_ratio)``. The crop itself is still
+            resized as PaddleOCR does (at most ``int(H * max_wh_ratio)`` wide), only the zero padding grows.
 
     Returns:
-        ``(C, H, int(H * max_wh_ratio))`` float32 in ``[-1, 1]``, zero-padded on the right.
+        ``(C, H, width)`` float32 in ``[-1, 1]``, zero-padded on the right.
     """
     channels, height, _ = image_shape
-    width = int(height * max_wh_ratio)
+    exact = int(height * max_wh_ratio)
+    width = exact if width is None else max(int(width), exact)
     h, w = crop.shape[:2]
-    resized_w = min(width, int(math.ceil(height * w / float(h))))
+    resized_w = min(exact, int(math.ceil(height * w / float(h))))
     resized = cv2.resize(crop, (resized_w, height)).astype(np.float32)
     resized = resized.transpose(2, 0, 1) / 255.0
     resized = (resized - 0.5) / 0.5
@@ -133,6 +169,8 @@ class TextRecognizer:
         batch_num: crops per forward (``rec_batch_num``).
         use_space_char: the dictionary gets a trailing space class.
         options: Paddle Inference options (default ``InferenceOptions()``).
+        width_bucket: round each batch's input width up with :func:`bucket_width` (0: PaddleOCR's exact widths).
+        pad_batch: fill a short last batch with blank rows up to ``batch_num``, so the batch size is one shape too.
 
     Raises:
         ValueError: missing or unverified files, a model that is not a CTC recognizer, or a dictionary whose
@@ -141,7 +179,11 @@ class TextRecognizer:
 
     def __init__(self, model_dir: str | Path, char_dict_path: str | Path,
                  image_shape: tuple[int, int, int] = (3, 48, 320), batch_num: int = 6, use_space_char: bool = True,
-                 options: InferenceOptions | None = None) -> None:
+                 options: InferenceOptions | None = None, width_bucket: int = 0, pad_batch: bool = False) -> None:
+        if batch_num < 1:
+            raise ValueError(f"batch_num must be >= 1, got {batch_num}")
+        if width_bucket < 0:
+            raise ValueError(f"width_bucket must be >= 0 (0 = PaddleOCR's exact widths), got {width_bucket}")
         folder, dict_file = Path(model_dir), Path(char_dict_path)
         extra = (dict_file.name,) if dict_file.resolve().parent == folder.resolve() else ()
         self.predictor = PaddlePredictor(folder, options or InferenceOptions(), extra_files=extra)
@@ -149,6 +191,8 @@ class TextRecognizer:
         self.charset = load_char_dict(dict_file, use_space_char)
         self.image_shape = tuple(int(v) for v in image_shape)
         self.batch_num = batch_num
+        self.width_bucket = width_bucket
+        self.pad_batch = pad_batch
         # Warm-up run that checks the folder is a CTC recognizer matching the dictionary: (1, T, classes).
         _, height, width = self.image_shape
         out = self._forward(np.zeros((1, 3, height, width), dtype=np.float32), folder)
@@ -169,6 +213,18 @@ class TextRecognizer:
             raise ValueError(f"recognition model {where} failed on input shape {batch.shape}: {e}") from e
         return outputs[-1]
 
+    def batch_width(self, max_wh_ratio: float) -> int:
+        """The padded input width of a batch whose widest crop has width/height ratio ``max_wh_ratio``.
+
+        Args:
+            max_wh_ratio: the batch's largest width/height ratio.
+
+        Returns:
+            ``bucket_width(int(H * max(W / H, max_wh_ratio)), width_bucket)``.
+        """
+        _, height, width = self.image_shape
+        return bucket_width(int(height * max(width / height, max_wh_ratio)), self.width_bucket)
+
     def __call__(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         """Recognises text crops.
 
@@ -184,7 +240,11 @@ class TextRecognizer:
         for start in range(0, len(crops), self.batch_num):
             members = order[start:start + self.batch_num]
             max_ratio = max([width / height] + [crops[i].shape[1] / float(crops[i].shape[0]) for i in members])
-            batch = np.stack([resize_norm_img(crops[i], max_ratio, self.image_shape) for i in members])
+            padded_w = self.batch_width(max_ratio)
+            batch = np.stack([resize_norm_img(crops[i], max_ratio, self.image_shape, padded_w) for i in members])
+            if self.pad_batch and len(members) < self.batch_num:  # blank rows, decoded and dropped
+                fill = np.zeros((self.batch_num - len(members), *batch.shape[1:]), dtype=batch.dtype)
+                batch = np.concatenate([batch, fill])
             decoded = ctc_greedy_decode(self._forward(batch), self.charset)  # batch: (b, 3, H, W')
             for i, res in zip(members, decoded):
                 results[int(i)] = res

@@ -18,7 +18,7 @@ from models.integrity import ModelIntegrityError, write_sha256sums
 from models.ocr import OcrConfig, OcrPredictor
 from models.paddle_infer import find_program
 from models.text_detector import TextDetector
-from models.text_recognizer import TextRecognizer
+from models.text_recognizer import LINEAR_BUCKETS, TextRecognizer, bucket_width
 
 paddle = pytest.importorskip("paddle")
 
@@ -208,3 +208,44 @@ def test_bad_model_folders_are_rejected(tiny_dirs, tmp_path):
         f.write(b"\0")
     with pytest.raises(ModelIntegrityError, match="checksum mismatch"):
         TextDetector(tampered)
+
+
+def test_bucket_width_is_bounded_and_never_narrower():
+    assert bucket_width(500, 0) == 500  # 0: PaddleOCR's exact widths
+    assert [bucket_width(w, 160) for w in (1, 320, 321, 1280, 1281, 2560, 2561)] == [160, 320, 480, 1280, 1600,
+                                                                                    2560, 3200]
+    widths = {bucket_width(w, 160) for w in range(320, 20000)}
+    assert all(w >= 320 for w in widths) and len(widths) < 40  # ~19680 exact widths -> a logarithmic few
+    assert all(bucket_width(w, 160) - w < max(160, 2 * w / LINEAR_BUCKETS) for w in range(1, 20000))
+    with pytest.raises(ValueError, match="-1"):
+        bucket_width(100, -1)
+    with pytest.raises(ValueError, match="rec_width_bucket must be >= 0"):
+        OcrConfig(rec_width_bucket=-5)
+
+
+@pytest.mark.parametrize("bucket, pad", [(0, False), (160, False), (160, True)])
+def test_recognizer_input_shapes_stay_in_the_bucket_set(tiny_dirs, bucket, pad):
+    """Many distinct crop widths: with a bucket the real model sees only bucket widths (and one batch size)."""
+    _, rec_dir = tiny_dirs
+    rec = TextRecognizer(rec_dir, rec_dir / "ppocr_keys_v1.txt", batch_num=4, width_bucket=bucket, pad_batch=pad)
+    shapes: list[tuple[int, ...]] = []
+    real_run = rec.predictor.run
+
+    def recording_run(inputs):  # records what reaches the real Paddle predictor, then runs it
+        shapes.append(tuple(inputs[0].shape))
+        return real_run(inputs)
+
+    rec.predictor.run = recording_run
+    crops = []
+    for w in range(100, 1200, 7):  # 158 crop widths: 40 batches, nearly each a new exact width
+        crop = np.full((48, w, 3), 255, dtype=np.uint8)
+        crop[:, 8:w - 8] = 0  # dark text between white margins: the tiny model reads "a"
+        crops.append(crop)
+    results = rec(crops)
+    widths = {s[3] for s in shapes}
+    if bucket:
+        assert widths <= {160 * k for k in range(2, 9)}, sorted(widths)
+    else:
+        assert len(widths) > 30  # PaddleOCR's exact widths: the unbounded case the bucket exists for
+    assert len(crops) % 4 and {s[0] for s in shapes} == ({4} if pad else {4, len(crops) % 4})  # a short tail
+    assert len(results) == len(crops) and all(text == "a" and conf > 0.9 for text, conf in results)
