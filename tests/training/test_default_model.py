@@ -1,0 +1,48 @@
+"""The default model's layout-aware init: smooth sinusoid position tables, written as a loadable SER checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.checkpoint import load_checkpoint
+from training.config import get_preset
+from training.default_model import build_smooth_init, sinusoid_table
+from training.shards import build_manifest, read_shard, shard_entry, write_shard
+
+LABELS = ["OTHER", "QUESTION", "ANSWER", "HEADER"]
+
+
+def test_sinusoid_table_is_smooth_and_scaled():
+    t = sinusoid_table(1024, 16)
+    assert t.shape == (1024, 16) and t.dtype == np.float32
+    assert abs(float(t.std()) - 0.02) < 1e-4
+
+    unit = t / np.linalg.norm(t, axis=1, keepdims=True)
+
+    def mean_cos(d: int) -> float:  # mean cosine similarity of rows d apart
+        return float((unit[:-d] * unit[d:]).sum(axis=1).mean())
+
+    assert mean_cos(1) > 0.8  # neighbouring coordinates embed alike, far ones much less
+    assert mean_cos(1) > mean_cos(50) + 0.2 and mean_cos(1) > mean_cos(400) + 0.2
+
+
+@pytest.mark.parametrize("rows,dim", [(10, 7), (10, 0), (0, 8)])
+def test_sinusoid_table_rejects_bad_sizes(rows, dim):
+    with pytest.raises(ValueError, match="must be"):
+        sinusoid_table(rows, dim)
+
+
+def test_build_smooth_init_writes_a_ser_checkpoint_with_sinusoid_tables(xfund_zh_train, tmp_path):
+    docs, _ = read_shard(str(xfund_zh_train / "train.json"), LABELS, image_dir=str(xfund_zh_train / "image"))
+    docs = [d for d in docs if d.name in {"zh_train_16.jpg", "zh_train_26.jpg"}]
+    shard, sizes = str(tmp_path / "shard.txt"), str(tmp_path / "sizes.json")
+    write_shard(docs, shard, sizes_uri=sizes)
+    manifest = build_manifest([shard_entry(shard, s, sizes_uri=sizes) for s in ("train", "val")], LABELS)
+    (tmp_path / "manifest.json").write_text(manifest.to_json())
+    cfg = get_preset("tiny_ser", manifest=str(tmp_path / "manifest.json"), vocab_size=300)
+    ck = load_checkpoint(build_smooth_init(cfg, tmp_path / "init"))
+    assert ck.task == "ser" and ck.config.hidden_size == cfg.model.hidden_size
+    emb = ck.model.layoutxlm.embeddings
+    np.testing.assert_allclose(emb.x_position_embeddings.weight.numpy(), sinusoid_table(1024, 8), rtol=1e-5)
+    np.testing.assert_allclose(emb.position_embeddings.weight.numpy()[:512], sinusoid_table(512, 48), rtol=1e-5)
