@@ -43,7 +43,7 @@ from transforms.documents import (
     lacks_bytes,
 )
 from transforms.inference import KieModelHandler, OcrModelHandler
-from transforms.inputs import MatchPatternFn, ReadManifestFn
+from transforms.inputs import MatchPatternFn, ReadManifestFn, read_manifest_rows
 from transforms.progress import ReportProgressFn
 from transforms.rows import (
     ROW_TABLES,
@@ -125,12 +125,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         outcomes = kie_results | "UnwrapKie" >> beam.Map(kie_result_to_outcome)
     outcomes = (outcomes, decoded[FAILED_TAG], *timed_out) | "FlattenOutcomes" >> beam.Flatten()
     if cfg.progress_interval_s > 0:  # a side branch: progress lines with rate and ETA for long local runs
-        total = docs | "CountInputs" >> beam.combiners.Count.Globally()
-        unreadable = probed[HEADERS_TAG] | "UnreadableDocuments" >> beam.Filter(lambda h: h.error is not None)
-        _ = ((outcomes, unreadable)
-             | "FlattenProgress" >> beam.Flatten()
-             | "ReportProgress" >> beam.ParDo(ReportProgressFn(cfg.launch_id, cfg.progress_interval_s),
-                                              total_documents=beam.pvalue.AsSingleton(total)))
+        # No side input for the total: it would cut this step off the model stage, and the FnApiRunner runs stage
+        # after stage, so every line would come at the end. The launcher counts the inputs instead (local runs).
+        report = ReportProgressFn(cfg.launch_id, cfg.progress_interval_s, _count_inputs(cfg))
+        _ = (probed[HEADERS_TAG]
+             | "UnreadableDocuments" >> beam.Filter(lambda h: h.error is not None)
+             | "ReportUnreadable" >> beam.ParDo(report))
+        _ = outcomes | "ReportProgress" >> beam.ParDo(report)
 
     # 4. Rows: per page, then one documents row per input (header joined with its page summaries).
     rows = outcomes | "ToRows" >> beam.ParDo(ToRowsFn(cfg.run_id)).with_outputs(*ROW_TABLES, main="summaries")
@@ -152,6 +153,20 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if cfg.local_runner and result.state == PipelineState.DONE:
         print(format_summary(summarize(cfg.output, cfg.run_id), cfg))
     return result
+
+
+def _count_inputs(cfg: ExtractConfig) -> int:
+    """How many inputs the run has (0 if unknown), counted on the launcher for progress lines of local runs."""
+    if not cfg.local_runner:
+        return 0
+    try:
+        total = sum(len(m.metadata_list) or ("*" not in p and "?" not in p)
+                    for p, m in zip(cfg.inputs, FileSystems.match(list(cfg.inputs))))
+        if cfg.manifest:
+            total += sum(1 for _ in read_manifest_rows(cfg.manifest))
+        return int(total)
+    except Exception:  # noqa: BLE001 - progress is a nicety; the pipeline reports bad inputs itself
+        return 0
 
 
 def _bounded(inference: RunInference, timeout_s: float | None) -> RunInference:

@@ -34,7 +34,7 @@ def format_progress(done: int, failed: int, total_documents: int, elapsed_s: flo
     Args:
         done: pages finished (ok or failed) so far.
         failed: pages among them that failed.
-        total_documents: input documents of the run.
+        total_documents: input documents of the run (0 if unknown: no ETA).
         elapsed_s: seconds since this worker process started the model stage (model loading included).
 
     Returns:
@@ -44,6 +44,8 @@ def format_progress(done: int, failed: int, total_documents: int, elapsed_s: flo
     '30 pages done (1 failed) of ~90 documents, 0.50 pages/s, ETA 2m00s'
     """
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    if total_documents <= 0:
+        return f"{done} pages done ({failed} failed), {rate:.2f} pages/s"
     remaining = max(total_documents - done, 0)
     if rate > 0 and remaining:
         eta_s = int(round(remaining / rate))
@@ -72,19 +74,22 @@ class ReportProgressFn(beam.DoFn):
     Args:
         launch_id: the run's launch id (counts of different launches in one process stay apart).
         interval_s: seconds between two lines of one worker process.
+        total_documents: input documents of the run, counted by the launcher (0 if unknown: no ETA).
     """
 
-    def __init__(self, launch_id: str, interval_s: float = 30.0) -> None:
+    def __init__(self, launch_id: str, interval_s: float = 30.0, total_documents: int = 0) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self._launch_id = launch_id
         self._interval_s = interval_s
+        self._total = total_documents
 
     def setup(self) -> None:
         with _LOCK:
             _COUNTERS.setdefault(self._launch_id, _Counter())
 
-    def process(self, item: PageOutcome | DocHeader, total_documents: int) -> Iterator[None]:
+    def process(self, item: PageOutcome | DocHeader) -> Iterator[None]:
+        total_documents = self._total
         now = time.monotonic()
         with _LOCK:
             c = _COUNTERS.setdefault(self._launch_id, _Counter())

@@ -15,6 +15,7 @@ from transforms.progress import ReportProgressFn, format_progress
     (10, 0, 10, 5.0, "10 pages done (0 failed) of ~10 documents, 2.00 pages/s, ETA 0s"),
     (1, 0, 7201, 1.0, "1 pages done (0 failed) of ~7201 documents, 1.00 pages/s, ETA 2h00m"),
     (0, 0, 5, 0.0, "0 pages done (0 failed) of ~5 documents, 0.00 pages/s, ETA -"),
+    (4, 1, 0, 2.0, "4 pages done (1 failed), 2.00 pages/s"),
 ])
 def test_format_progress(done, failed, total, elapsed, want):
     assert format_progress(done, failed, total, elapsed) == want
