@@ -5,15 +5,13 @@ Pages are small crops of XFUND pages so OCR stays cheap on 2 shared cores; each 
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from gcs_emulator import gcs_emulator
+from gcs_emulator import put as _put
 from PIL import Image
 
 from pipelines.extract import run, summarize
@@ -199,48 +197,18 @@ def test_new_run_id_gets_its_own_partition(rerun, corpus):
     assert sorted(p.name for p in (rerun / "documents").iterdir()) == ["run_id=r1", "run_id=r2"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gcs(monkeypatch_module) -> str:
     """A local GCS emulator with bucket ``kiebeam-test``; yields the bucket URI."""
-    port = _free_port()
-    exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port),
-                             "--default-bucket", "kiebeam-test", "--in-memory"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the GCS emulator did not start")
-        monkeypatch_module.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    with gcs_emulator("kiebeam-test") as host:
+        monkeypatch_module.setenv("STORAGE_EMULATOR_HOST", host)
         yield "gs://kiebeam-test"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as mp:
         yield mp
-
-
-def _put(local: Path, uri: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(uri) as f:
-        f.write(local.read_bytes())
 
 
 def test_reads_and_writes_gs_through_an_emulator(gcs, corpus, tiny_kie_dirs):

@@ -7,13 +7,12 @@ in this process, so the wrapped class is the one Beam executes); a marker file m
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from gcs_emulator import delete as _delete
+from gcs_emulator import gcs_emulator
+from gcs_emulator import put as _put
 from hostile_corpus import text_page
 
 from pipelines.extract import run
@@ -92,48 +91,12 @@ def test_retried_bundle_leaves_no_duplicates_and_failed_rerun_keeps_old_run(smal
     assert check_output(str(out), "x1")  # "no run 'x1' found": not mistaken for a result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gcs(monkeypatch) -> str:
     """A local GCS emulator with bucket ``kiebeam-robust``; yields the bucket URI."""
-    port = _free_port()
-    exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port),
-                             "--default-bucket", "kiebeam-robust", "--in-memory"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the GCS emulator did not start")
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    with gcs_emulator("kiebeam-robust") as host:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
         yield "gs://kiebeam-robust"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _put(local: Path, uri: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(uri) as f:
-        f.write(local.read_bytes())
-
-
-def _delete(uri: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    FileSystems.delete([uri])
 
 
 def test_gcs_objects_vanishing_mid_run_become_failed_rows(gcs, small_inputs, tmp_path, monkeypatch):
