@@ -26,18 +26,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_model  # noqa: E402
 from models.ocr import OcrConfig, OcrPredictor  # noqa: E402
 from models.paddle_infer import InferenceOptions, tune_malloc  # noqa: E402
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
           f"load average at end: {' / '.join(f'{v:.2f}' for v in os.getloadavg())}  ")
     for k, (det, rec, total) in enumerate(pass_means, 1):
         print(f"pass {k}: mean det {det:.3f} s, rec {rec:.3f} s, total {total:.3f} s per page  ")
-    print(f"CPU: {_cpu_model()}, {os.cpu_count()} cores visible, {args.threads} Paddle threads, "
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores visible, {args.threads} Paddle threads, "
           f"oneDNN {'off' if args.no_mkldnn else 'on'}, malloc tuned: {not args.no_tune_malloc}  ")
     print(f"python {platform.python_version()}, paddlepaddle {paddle.__version__}, opencv {cv2.__version__}, "
           f"numpy {np.__version__}; models {predictor.version}; load {load_s:.2f} s, warm-up passes {args.warmup}\n")
