@@ -35,7 +35,9 @@ COPY training /opt/kiebeam/src/training
 COPY schemas /opt/kiebeam/src/schemas
 RUN pip install /opt/kiebeam/src && python -c "import apache_beam, paddle, pipelines.extract"
 
-# Models: PP-OCRv4 det/rec (+ the default SER/RE when present), each folder with its SHA256SUMS.
+# Models, each folder with its SHA256SUMS: the bundled default SER/RE first, then .models/ (PP-OCRv4 det/rec from
+# bin/bootstrap.sh, and your own SER/RE in .models/kie/default/ if you put one there, which then wins).
+COPY models/assets/default_kie /opt/kiebeam/models/kie/default
 COPY .models /opt/kiebeam/models
 
 # Beam's worker boot loader, from the SDK image of the same Beam and Python versions.
