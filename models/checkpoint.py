@@ -108,6 +108,19 @@ def _labels_for(task: str, labels: list[str] | None, model: Any) -> list[str]:
     return list(labels)
 
 
+def _prepare_output(model: Any, labels: list[str] | None, tokenizer_dir: str | Path,  # noqa: ANN401
+                    out_dir: str | Path) -> tuple[str, list[str], Path, Path]:
+    """Checks what a saved or exported folder needs; returns ``(task, labels, tokenizer file, created out dir)``."""
+    task = _task_of(model)
+    labels = _labels_for(task, labels, model)
+    tok = Path(tokenizer_dir) / TOKENIZER_FILE
+    if not tok.is_file():
+        raise CheckpointError(f"tokenizer file {tok} is missing")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return task, labels, tok, out
+
+
 def save_checkpoint(model: Any, out_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike,
                     labels: list[str] | None = None, training_data: Any = None,
                     metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
@@ -132,13 +145,7 @@ def save_checkpoint(model: Any, out_dir: str | os.PathLike, *, tokenizer_dir: st
     """
     import paddle
 
-    task = _task_of(model)
-    labels = _labels_for(task, labels, model)
-    tok = Path(tokenizer_dir) / TOKENIZER_FILE
-    if not tok.is_file():
-        raise CheckpointError(f"tokenizer file {tok} is missing")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    task, labels, tok, out = _prepare_output(model, labels, tokenizer_dir, out_dir)
     paddle.save(model.state_dict(), str(out / STATE_FILE))
     (out / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
     (out / LABELS_FILE).write_text(json.dumps({"task": task, "labels": labels}, indent=2))
@@ -344,13 +351,7 @@ def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
         model, source = model_or_folder, {}
         if tokenizer_dir is None:
             raise CheckpointError("export_inference of a bare model needs tokenizer_dir")
-    task = _task_of(model)
-    labels = _labels_for(task, labels, model)
-    tok = Path(tokenizer_dir) / TOKENIZER_FILE
-    if not tok.is_file():
-        raise CheckpointError(f"tokenizer file {tok} is missing")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    task, labels, tok, out = _prepare_output(model, labels, tokenizer_dir, out_dir)
 
     specs = [InputSpec([None, max_len], "int64", "input_ids"), InputSpec([None, max_len, 4], "int64", "bbox"),
              InputSpec([None, max_len], "int64", "attention_mask"),
