@@ -10,11 +10,11 @@ runs), ``best/`` (the best student by eval Hmean), ``step_N/`` (every ``save_eve
 Multi-GPU (data parallel; each process reads every shard and takes its share of each epoch's batches through
 ``paddle.io.DistributedBatchSampler``; rank 0 evaluates and writes)::
 
-    PYTHONPATH=. python -m paddle.distributed.launch --gpus 0,1,2,3 training/train.py --preset ser_vi_layoutxlm \
+    PYTHONPATH=. python -m paddle.distributed.launch --gpus 0,1,2,3 training/launch.py --preset ser_vi_layoutxlm \
         --manifest gs://bucket/kie/manifest.json --init_from pretrained/ser_vi_layoutxlm --out_dir runs/ser
 
-(the script takes ``kiebeam train``'s flags). The pooler and the unused visual embeddings get no gradient, so
-``paddle.DataParallel`` runs with ``find_unused_parameters=True``.
+(``training/launch.py`` takes ``kiebeam train``'s flags). The pooler and the unused visual embeddings get no
+gradient, so ``paddle.DataParallel`` runs with ``find_unused_parameters=True``.
 """
 
 from __future__ import annotations
@@ -228,11 +228,3 @@ def main(config: TrainConfig) -> dict[str, Any]:
         plot_metrics(out / "metrics.jsonl", out)
     metrics_file.close()
     return {"best_hmean": best, "best_step": best_step, "steps": step, "out_dir": str(out)}
-
-
-if __name__ == "__main__":  # the entry point for paddle.distributed.launch (a script path, not a module)
-    import sys
-
-    from training.cli import main as cli_main
-
-    sys.exit(cli_main(["train", *sys.argv[1:]]))
