@@ -23,13 +23,13 @@ import logging
 import sys
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipelines.options import ExtractConfig, ExtractOptions, to_config
+from pipelines.output_reader import read_table
 from schemas.parquet import TABLES
 from transforms.documents import (
     FAILED_TAG,
@@ -178,15 +178,6 @@ def _bounded(inference: RunInference, timeout_s: float | None) -> RunInference:
     return inference if timeout_s is None else inference.with_exception_handling(timeout=timeout_s)
 
 
-def _read_table(output: str, table: str, run_id: str, columns: list[str] | None = None) -> list[dict]:
-    rows: list[dict] = []
-    for meta in FileSystems.match([FileSystems.join(partition_dir(output, table, run_id), "*.parquet")])[0] \
-            .metadata_list:
-        with FileSystems.open(meta.path) as f:
-            rows.extend(pq.read_table(f, columns=columns).to_pylist())
-    return rows
-
-
 def summarize(output: str, run_id: str) -> dict:
     """Counts a written run from its Parquet files.
 
@@ -198,8 +189,9 @@ def summarize(output: str, run_id: str) -> dict:
         ``{"documents", "ok", "failed", "pages", "lines", "entities", "pairs", "errors", "kie_enabled",
         "failed_by_stage"}``.
     """
-    docs = _read_table(output, "documents", run_id, ["status", "error_stage", "kie_enabled", "pages_processed"])
-    counts = {t: len(_read_table(output, t, run_id, ["page_no"])) for t in ("lines", "entities", "pairs", "errors")}
+    docs = read_table(output, "documents", run_id, ["status", "error_stage", "kie_enabled", "pages_processed"]) \
+        .to_pylist()
+    counts = {t: read_table(output, t, run_id, ["page_no"]).num_rows for t in ("lines", "entities", "pairs", "errors")}
     failed_by_stage: dict[str, int] = {}
     for d in docs:
         if d["status"] != "ok":

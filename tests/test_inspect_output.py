@@ -1,4 +1,4 @@
-"""pipelines.inspect_output: inspect, check, README queries and visualize over a real Parquet output folder.
+"""inspect, check, README queries and visualize (pipelines.inspect_output) over a real Parquet output folder.
 
 The folder is written with pyarrow under ``schemas.parquet``'s explicit schemas, from the gold XFUND labels of two
 real pages (as OCR lines + SER entities + RE pairs) plus one undecodable input, in the pipeline's layout
@@ -20,7 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines import inspect_output as io_
+from pipelines.accounting import check_output
+from pipelines.inspect_output import main
+from pipelines.inspect_summary import inspect_output
+from pipelines.output_reader import read_table
+from pipelines.table_docs import COLUMN_DOCS, README_QUERIES, describe_tables, duckdb_views_sql, readme_section
+from pipelines.visualize import page_records
 from schemas.parquet import PARTITIONING, SCHEMA_VERSION, TABLES, with_partition
 
 RUN = "r1"
@@ -113,24 +118,24 @@ def _rows(out: Path, table: str) -> list[dict]:
 
 
 def test_sound_folder_checks_ok(output, capsys):
-    assert io_.check_output(str(output), expected_documents=3) == []
-    assert io_.main(["check", str(output)]) == 0
+    assert check_output(str(output), expected_documents=3) == []
+    assert main(["check", str(output)]) == 0
     assert capsys.readouterr().out.startswith("OK ")
 
 
 def test_check_detects_a_missing_documents_row(output, capsys):
     _rewrite(output, "documents", lambda t: t.slice(1))  # drop zh_train_0's row; its lines/entities stay
-    problems = io_.check_output(str(output), expected_documents=3)
+    problems = check_output(str(output), expected_documents=3)
     text = "\n".join(problems)
     assert "documents rows != 3 inputs" in text
     assert "lines rows of a document that is missing or not ok" in text and "k0" in text
-    assert io_.main(["check", str(output)]) == 1
+    assert main(["check", str(output)]) == 1
     assert "FAILED" in capsys.readouterr().out
 
 
 def test_check_detects_a_duplicate_row(output):
     _rewrite(output, "documents", lambda t: pa.concat_tables([t, t.slice(2, 1)]))
-    problems = io_.check_output(str(output))
+    problems = check_output(str(output))
     assert any("documents: duplicate (run_id, doc_key) rows: 1 (r1 k2 x2)" in p for p in problems), problems
 
 
@@ -140,7 +145,7 @@ def test_check_detects_counts_that_disagree_with_the_rows(output):
         return t.set_column(i, "entities", pc.add(t.column("entities"), 1))
 
     _rewrite(output, "documents", bump)
-    problems = io_.check_output(str(output))
+    problems = check_output(str(output))
     assert len(problems) == 1 and problems[0].startswith("documents whose entities count differs"), problems
 
 
@@ -148,7 +153,7 @@ def test_check_detects_a_failed_document_without_error_and_a_dangling_pair(outpu
     _rewrite(output, "errors", lambda t: t.slice(0, 0))
     _rewrite(output, "pairs", lambda t: t.set_column(t.schema.get_field_index("answer_id"), "answer_id",
                                                      pa.array([999] * t.num_rows, pa.int32())))
-    text = "\n".join(io_.check_output(str(output)))
+    text = "\n".join(check_output(str(output)))
     assert "failed documents without an errors row: 1 (r1 k2)" in text
     assert "pairs whose answer_id is not an entity of the page" in text
 
@@ -156,7 +161,7 @@ def test_check_detects_a_failed_document_without_error_and_a_dangling_pair(outpu
 def test_check_detects_an_incomplete_run_and_rows_copied_into_another_partition(output):
     (output / "documents" / f"run_id={RUN}" / "_SUCCESS").unlink()
     shutil.copytree(output / "errors" / f"run_id={RUN}", output / "errors" / "run_id=r2")
-    text = "\n".join(io_.check_output(str(output)))
+    text = "\n".join(check_output(str(output)))
     assert "incomplete" in text and "r1" in text
     # The copied errors rows take run_id r2 from their folder, where no document exists.
     assert "errors rows without a documents row: 1 (r2 k2)" in text
@@ -168,18 +173,18 @@ def test_check_detects_pages_that_are_neither_processed_nor_skipped(output):
         return t.set_column(i, "pages_found", pa.array([3, 1, 0], pa.int32()))
 
     _rewrite(output, "documents", found_more)
-    problems = io_.check_output(str(output))
+    problems = check_output(str(output))
     assert len(problems) == 1 and problems[0].startswith("ok documents whose pages_found") and "r1 k0" in problems[0]
     _rewrite(output, "documents", lambda t: t.set_column(t.schema.get_field_index("pages_skipped"), "pages_skipped",
                                                          pa.array([2, None, 0], pa.int32())))
-    assert io_.check_output(str(output)) == []
+    assert check_output(str(output)) == []
 
 
 def test_check_flags_a_file_that_stores_run_id_as_a_column(output):
     _rewrite(output, "pages", lambda t: t.append_column("run_id", pa.array([RUN] * t.num_rows)))
-    problems = io_.check_output(str(output))
+    problems = check_output(str(output))
     assert len(problems) == 1 and problems[0].startswith("pages: files that store run_id as a column"), problems
-    assert io_.read_table(str(output), "pages").column("run_id").to_pylist() == [RUN, RUN]  # still readable
+    assert read_table(str(output), "pages").column("run_id").to_pylist() == [RUN, RUN]  # still readable
 
 
 def test_hive_readers_get_run_id_from_the_folder(output, xfund_zh_train):
@@ -199,14 +204,14 @@ def test_hive_readers_get_run_id_from_the_folder(output, xfund_zh_train):
     assert rows == [("2024", "VARCHAR", 3), (RUN, "VARCHAR", 3)]
     assert con.execute(f"SELECT count(*) FROM read_parquet('{output}/lines/*/*.parquet', hive_partitioning=true)"
                        ).fetchone()[0] == len(_rows(output, "lines"))
-    ours = io_.read_table(str(output), "documents")
+    ours = read_table(str(output), "documents")
     assert ours.schema == with_partition(TABLES["documents"])
     assert sorted(ours.column("run_id").to_pylist()) == sorted(docs.column("run_id").to_pylist())
-    assert io_.check_output(str(output), expected_documents=3) == []
+    assert check_output(str(output), expected_documents=3) == []
 
 
 def test_inspect_counts_and_timings(output, capsys):
-    s = io_.inspect_output(str(output))
+    s = inspect_output(str(output))
     lines = len(_rows(output, "lines"))
     assert s["documents"] == {"total": 3, "ok": 2, "failed": 1}
     assert s["pages"] == {"total": 2, "ok": 2}
@@ -217,59 +222,95 @@ def test_inspect_counts_and_timings(output, capsys):
     assert s["timings_ms"]["rec"] == pytest.approx({"n": 2, "mean": 1505.0, "p50": 1505.0, "p95": 1509.5})
     assert s["models"]["ocr_model"] == {"det=v4;rec=v4": 3}
     assert s["runs"] == [{"run_id": RUN, "documents": 3, "complete": True}]
-    assert io_.main(["inspect", str(output), "--json"]) == 0
+    assert main(["inspect", str(output), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == s
-    assert io_.main(["inspect", str(output)]) == 0
+    assert main(["inspect", str(output)]) == 0
     assert "failed 1" in capsys.readouterr().out
 
 
 def test_inspect_filters_by_run(output, xfund_zh_train):
     _build(output, xfund_zh_train, run_id="r2")
-    assert io_.inspect_output(str(output))["documents"]["total"] == 6
-    assert io_.inspect_output(str(output), run_id="r2")["documents"]["total"] == 3
-    assert io_.check_output(str(output), expected_documents=3) == []
+    assert inspect_output(str(output))["documents"]["total"] == 6
+    assert inspect_output(str(output), run_id="r2")["documents"]["total"] == 3
+    assert check_output(str(output), expected_documents=3) == []
+
+
+def test_read_table_reads_only_the_columns_asked_for(output):
+    docs = read_table(str(output), "documents", RUN, ["status", "doc_key"])
+    assert docs.schema.names == ["run_id", "doc_key", "status"]  # partition first, then schema order
+    assert sorted(docs.column("status").to_pylist()) == ["failed", "ok", "ok"]
+    assert read_table(str(output), "documents", "nope", ["status"]).schema.names == ["run_id", "status"]
+    with pytest.raises(ValueError, match="unknown columns \\['colour'\\]"):
+        read_table(str(output), "documents", RUN, ["status", "colour"])
+
+
+def test_the_run_summary_and_inspect_read_the_same_tables(output, xfund_zh_train):
+    from pipelines.extract import summarize
+
+    _build(output, xfund_zh_train, run_id="r2")  # another run in the folder must not leak into r1's summary
+    s, seen = summarize(str(output), RUN), inspect_output(str(output), run_id=RUN)
+    assert (s["documents"], s["ok"], s["failed"]) == (3, 2, 1) == tuple(seen["documents"][k]
+                                                                         for k in ("total", "ok", "failed"))
+    assert (s["lines"], s["entities"], s["pairs"]) == (seen["lines"], seen["entities"]["total"], seen["pairs"])
+    assert s["pages"] == seen["pages"]["total"] == 2 and s["errors"] == 1
+    assert s["failed_by_stage"] == {"decode": 1} and s["kie_enabled"] is True
+
+
+def test_the_one_reader_reads_gs_through_an_emulator(output, monkeypatch):
+    import fsspec
+    from gcs_emulator import gcs_emulator
+
+    from pipelines.extract import summarize
+
+    with gcs_emulator("kiebeam-read") as host:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
+        gcs = fsspec.filesystem("gs", skip_instance_cache=True)  # Beam's uploader takes seconds a file here
+        for path in sorted(output.glob("*/run_id=*/*")):
+            gcs.pipe_file(f"kiebeam-read/out/{path.relative_to(output).as_posix()}", path.read_bytes())
+        assert summarize("gs://kiebeam-read/out", RUN) == summarize(str(output), RUN)
+        assert check_output("gs://kiebeam-read/out", expected_documents=3) == []
 
 
 def test_readme_queries_run_verbatim_on_duckdb(output):
     con = duckdb.connect()
-    con.execute(io_.duckdb_views_sql(str(output)))
-    results = {title: con.execute(sql).fetchall() for title, sql in io_.README_QUERIES.items()}
+    con.execute(duckdb_views_sql(str(output)))
+    results = {title: con.execute(sql).fetchall() for title, sql in README_QUERIES.items()}
     pairs = _rows(output, "pairs")
     assert len(results["Key/value pairs of one document"]) == sum(p["doc_id"] == "zh_train_0" for p in pairs) > 0
     assert results["Documents that failed, and why"] == [
         (RUN, "broken", "/nowhere/broken.jpg", "decode", "truncated", "image file is truncated")]
     by_label = {label: n for _, label, n, _ in results["Entity counts by label"]}
-    assert by_label == io_.inspect_output(str(output))["entities"]["by_label"]
+    assert by_label == inspect_output(str(output))["entities"]["by_label"]
     top = results["Most frequent question texts"]
     assert 0 < len(top) <= 20 and top[0][1] >= top[-1][1]
     # The README section carries exactly these query texts.
-    section = io_.readme_section()
-    assert all(sql in section for sql in io_.README_QUERIES.values())
+    section = readme_section()
+    assert all(sql in section for sql in README_QUERIES.values())
 
 
 def test_every_column_is_documented():
-    undocumented = [f"{t}.{f.name}" for t, s in TABLES.items() for f in s if f.name not in io_.COLUMN_DOCS[t]]
+    undocumented = [f"{t}.{f.name}" for t, s in TABLES.items() for f in s if f.name not in COLUMN_DOCS[t]]
     assert undocumented == []
-    text = io_.describe_tables()
+    text = describe_tables()
     assert "(undocumented)" not in text
     assert all(f"#### `{t}`" in text for t in TABLES)
 
 
 def test_page_records_round_trip_and_visualize_cli(output, tmp_path):
-    uri, page_no, ocr, kie = io_.page_records(str(output), "zh_train_0")
+    uri, page_no, ocr, kie = page_records(str(output), "zh_train_0")
     lines = _rows(output, "lines")
     assert page_no == 0 and uri.endswith("zh_train_0.jpg")
     assert [ln.text for ln in ocr.lines] == [r["text"] for r in lines if r["doc_id"] == "zh_train_0"]
     assert kie is not None and len(kie.entities) > 0 and len(kie.pairs) > 0
     png = tmp_path / "p.png"
-    assert io_.main(["visualize", "--output", str(output), "--doc_id", "zh_train_0", "--out", str(png)]) == 0
+    assert main(["visualize", "--output", str(output), "--doc_id", "zh_train_0", "--out", str(png)]) == 0
     pic = np.asarray(Image.open(png).convert("RGB")).astype(int)
     page = np.asarray(Image.open(uri).convert("RGB")).astype(int)
     assert pic.shape == page.shape
     diff = np.abs(pic - page).sum(axis=2)
     e = kie.entities[0]
     assert diff[e.box[1]:e.box[3], e.box[0]:e.box[2]].mean() > 10
-    assert io_.main(["visualize", "--output", str(output), "--doc_id", "nope", "--out", str(png)]) == 2
+    assert main(["visualize", "--output", str(output), "--doc_id", "nope", "--out", str(png)]) == 2
 
 
 @pytest.fixture(scope="module")
@@ -290,22 +331,22 @@ def pipeline_output(tmp_path_factory, ocr_model_dirs) -> Path:
 @pytest.mark.slow
 def test_check_inspect_and_visualize_a_real_pipeline_run(pipeline_output, tmp_path):
     out = str(pipeline_output)
-    assert io_.check_output(out, expected_documents=2) == []
-    s = io_.inspect_output(out)
+    assert check_output(out, expected_documents=2) == []
+    s = inspect_output(out)
     assert s["documents"] == {"total": 2, "ok": 1, "failed": 1}
     assert s["lines"] == len(_rows(pipeline_output, "lines")) > 10
     assert s["errors"][0]["count"] == 1 and s["runs"] == [{"run_id": "p1", "documents": 2, "complete": True}]
     assert {"det", "rec"} <= set(s["timings_ms"])
     png = tmp_path / "p.png"
-    assert io_.main(["visualize", "--output", out, "--doc_id", "zh_train_4", "--out", str(png)]) == 0
-    _, _, ocr, kie = io_.page_records(out, "zh_train_4")
+    assert main(["visualize", "--output", out, "--doc_id", "zh_train_4", "--out", str(png)]) == 0
+    _, _, ocr, kie = page_records(out, "zh_train_4")
     assert kie is None and Image.open(png).size == (ocr.width, ocr.height)
     # Break the real folder: drop the failed document's errors row.
     errors = next(pipeline_output.glob("errors/run_id=p1/*.parquet"))
     backup = errors.read_bytes()
     try:
         pq.write_table(pq.ParquetFile(errors).read().slice(0, 0), errors)
-        assert any("failed documents without an errors row: 1" in p for p in io_.check_output(out))
+        assert any("failed documents without an errors row: 1" in p for p in check_output(out))
     finally:
         errors.write_bytes(backup)
 
@@ -314,7 +355,7 @@ def test_check_inspect_and_visualize_a_real_pipeline_run(pipeline_output, tmp_pa
 def test_visualize_an_image_directly_runs_ocr(tmp_path, ocr_model_dirs):
     image = Path(__file__).resolve().parent.parent / "pipelines" / "examples" / "zh_train_26.jpg"
     png = tmp_path / "direct.png"
-    assert io_.main(["visualize", "--image", str(image), "--out", str(png)]) == 0
+    assert main(["visualize", "--image", str(image), "--out", str(png)]) == 0
     pic, page = Image.open(png), Image.open(image)
     assert pic.size == page.size
     assert not np.array_equal(np.asarray(pic.convert("RGB")), np.asarray(page.convert("RGB")))  # boxes were drawn

@@ -15,9 +15,10 @@ from gcs_emulator import gcs_emulator
 from gcs_emulator import put as _put
 from hostile_corpus import text_page
 
+from pipelines.accounting import check_output
 from pipelines.extract import run
-from pipelines.inspect_output import check_output, read_table
 from pipelines.options import to_config
+from pipelines.output_reader import read_table
 from transforms import documents as documents_mod
 from transforms import inputs as inputs_mod
 from transforms import rows as rows_mod

@@ -15,8 +15,9 @@ import pytest
 from hostile_corpus import write_hostile_corpus
 from PIL import Image, ImageDraw, ImageFont
 
+from pipelines.accounting import check_output
 from pipelines.extract import run
-from pipelines.inspect_output import check_output, read_table
+from pipelines.output_reader import read_table
 
 pytestmark = pytest.mark.slow
 RUNNER = "--runner=FnApiRunner"

@@ -17,7 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import inspect_output as io_
+from pipelines.accounting import check_output
+from pipelines.inspect_summary import inspect_output
+from pipelines.output_reader import read_table
+from pipelines.table_docs import README_QUERIES, duckdb_views_sql
 from schemas.parquet import PARTITIONING, TABLES, with_partition
 from schemas.records import Entity, KeyValuePair, OcrLine, PageKie, PageOcr
 from transforms.refs import DocHeader, DocRef, PageOutcome
@@ -100,16 +103,16 @@ def test_duckdb_reads_the_partitions_and_the_readme_views_run(output):
     got = con.execute(f"SELECT run_id, typeof(run_id), count(*) FROM read_parquet('{output}/documents/*/*.parquet', "
                       "hive_partitioning=true, hive_types={'run_id': VARCHAR}) GROUP BY ALL ORDER BY 1").fetchall()
     assert got == [("2024", "VARCHAR", 2), ("r1", "VARCHAR", 2)]
-    con.execute(io_.duckdb_views_sql(str(output)))
+    con.execute(duckdb_views_sql(str(output)))
     assert con.execute("SELECT count(DISTINCT run_id), sum(pages_skipped) FROM documents").fetchone() == (2, 2)
-    assert all(con.execute(sql).fetchall() is not None for sql in io_.README_QUERIES.values())
+    assert all(con.execute(sql).fetchall() is not None for sql in README_QUERIES.values())
 
 
 def test_project_readers_and_checker_agree(output):
-    docs = io_.read_table(str(output), "documents")
+    docs = read_table(str(output), "documents")
     assert docs.schema == with_partition(TABLES["documents"]) and docs.num_rows == 4
-    assert io_.check_output(str(output), expected_documents=2) == []
-    s = io_.inspect_output(str(output), run_id="2024")
+    assert check_output(str(output), expected_documents=2) == []
+    s = inspect_output(str(output), run_id="2024")
     assert s["documents"] == {"total": 2, "ok": 2} and s["pages"] == {"total": 3, "ok": 3}
 
 
@@ -125,7 +128,7 @@ def test_a_file_that_also_stores_run_id_breaks_hive_readers_and_is_flagged(outpu
         pq.write_table(t.append_column("run_id", pa.array([run_id] * t.num_rows)), path)
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):  # column vs partition: duplicate or clashing types
         pq.read_table(copy / "pages")
-    problems = io_.check_output(str(copy))
+    problems = check_output(str(copy))
     assert len(problems) == 1 and problems[0].startswith(
         "pages: files that store run_id as a column (it must live only in the run_id= folder): 2 "), problems
-    assert io_.read_table(str(copy), "pages").num_rows == 6  # the project's reader still copes
+    assert read_table(str(copy), "pages").num_rows == 6  # the project's reader still copes
