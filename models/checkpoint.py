@@ -41,6 +41,7 @@ import numpy as np
 from models.features import RE_ENTITY_LABELS, XFUND_CLASSES, bio_labels
 from models.integrity import verify_model_dir, write_sha256sums
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
+from models.safe_load import UnsafeModelFileError, load_state
 from models.tokenizer import TOKENIZER_FILE
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "export_inference",
@@ -223,8 +224,6 @@ def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False
         CheckpointError: a missing file or tokenizer, bad JSON, missing/unexpected keys, wrong shapes.
         models.integrity.ModelIntegrityError: a missing ``SHA256SUMS`` or a checksum mismatch.
     """
-    import paddle
-
     root = Path(folder)
     if not root.is_dir():
         raise CheckpointError(f"checkpoint folder {root} does not exist or is not a folder")
@@ -259,12 +258,10 @@ def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{root / config_name}: {e}") from e
 
-    try:
-        state = paddle.load(str(root / STATE_FILE))
-    except Exception as e:  # a truncated or foreign pickle
-        raise CheckpointError(f"cannot read {root / STATE_FILE}: {e}") from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{root / STATE_FILE} holds a {type(state).__name__}, expected a state dict")
+    try:  # never paddle.load: a pickle may name any callable (models.safe_load)
+        state = load_state(root / STATE_FILE)
+    except UnsafeModelFileError as e:  # a hostile, truncated or foreign pickle; the message names the file
+        raise CheckpointError(str(e)) from e
 
     found_task = "re" if "extractor.entity_emb.weight" in state else "ser"
     labels = None

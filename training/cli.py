@@ -34,6 +34,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer_dir", help="tokenizer for an --init_from folder without one")
     p.add_argument("--udml", action="store_true", help="train two peers with UDML; only the student is saved")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/latest")
+    p.add_argument("--allow_unverified_models", action="store_true",
+                   help="accept an --init_from / --resume folder without SHA256SUMS (only files you trust)")
     for name, kind in (("epochs", int), ("batch_size", int), ("learning_rate", float), ("max_steps", int),
                        ("eval_every", int), ("save_every", int), ("seed", int), ("vocab_size", int)):
         p.add_argument(f"--{name}", type=kind)
@@ -58,6 +60,8 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
                  "eval_every", "save_every", "seed", "vocab_size"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if args.allow_unverified_models:
+        changes["allow_unverified"] = True
     if args.udml:
         changes["udml"] = True
     if args.resume:
@@ -93,6 +97,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--allow_unverified_models", action="store_true",
+                   help="accept a --checkpoint folder without SHA256SUMS (only files you trust)")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -107,7 +113,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     elif not args.checkpoint:
         raise ValueError("evaluate needs --checkpoint (or --end2end with --ser_dir)")
     else:
-        metrics = evaluate_checkpoint(args.checkpoint, args.manifest, args.split, batch_size=args.batch_size)
+        metrics = evaluate_checkpoint(args.checkpoint, args.manifest, args.split, batch_size=args.batch_size,
+                                      allow_unverified=args.allow_unverified_models)
     if "per_class" in metrics:
         per = {k: PRF(v["precision"], v["recall"], v["hmean"], v["support"], v["predicted"], v["correct"])
                for k, v in metrics["per_class"].items()}

@@ -61,7 +61,8 @@ class TrainConfig:
         init_from: a checkpoint folder (kiebeam, PaddleOCR ``best_accuracy/`` or PaddleNLP style); None = from
             scratch with a tokenizer trained on the training shards' text.
         tokenizer_dir: tokenizer for ``init_from`` folders that lack one.
-        allow_unverified: accept an ``init_from`` folder without ``SHA256SUMS`` (published PaddleOCR folders).
+        allow_unverified: accept an ``init_from`` or ``resume`` folder without ``SHA256SUMS`` (published
+            PaddleOCR folders; ``--allow_unverified_models``).
         vocab_size: sentencepiece pieces when training a tokenizer from scratch.
         model: backbone size when training from scratch.
         max_len: tokens per window.

@@ -17,7 +17,8 @@ import paddle
 
 from models.features import bio_labels
 
-__all__ = ["save_model", "load_init", "plot_metrics", "optimizer_state", "load_optimizer_state"]
+__all__ = ["save_model", "load_init", "plot_metrics", "optimizer_state", "load_optimizer_state", "resume_files",
+           "seal_resume_folder", "load_resume_folder"]
 
 
 def save_model(model: paddle.nn.Layer, folder: str | os.PathLike, *, task: str, tokenizer_dir: str | os.PathLike,
@@ -67,6 +68,55 @@ def load_init(folder: str, tokenizer_dir: str | None, *, task: str,
 
     ckpt = checkpoint.load_checkpoint(folder, tokenizer_dir=tokenizer_dir, allow_unverified=allow_unverified)
     return load_tokenizer(ckpt.tokenizer_dir), Path(ckpt.tokenizer_dir), ckpt.config, ckpt.model.state_dict()
+
+
+def resume_files(num_models: int) -> list[str]:
+    """The files of a ``latest/`` resume folder for ``num_models`` models (1, or 2 with UDML)."""
+    return [f"model_{i}.pdparams" for i in range(num_models)] + ["optimizer.pdopt", "rng.pkl", "state.json"]
+
+
+def seal_resume_folder(folder: str | os.PathLike, num_models: int) -> Path:
+    """Writes ``SHA256SUMS`` over a freshly written resume folder, so ``--resume`` can verify it like any model.
+
+    Args:
+        folder: the ``latest/`` folder, every file of :func:`resume_files` written.
+        num_models: how many ``model_<i>.pdparams`` it holds.
+
+    Returns:
+        The sums file.
+    """
+    from models.integrity import write_sha256sums
+
+    return write_sha256sums(folder, resume_files(num_models))
+
+
+def load_resume_folder(folder: str | os.PathLike, num_models: int, *,
+                       allow_unverified: bool = False) -> tuple[dict[str, Any], list[dict], dict[str, Any], list]:
+    """Verifies and loads a ``latest/`` resume folder: run state, model states, optimizer state, RNG state.
+
+    The folder is checked against its ``SHA256SUMS`` first, as every model folder, and every pickle is read
+    through ``models.safe_load`` (never ``paddle.load``/``pickle.load``), so a hostile folder cannot run code.
+
+    Args:
+        folder: the ``latest/`` folder.
+        num_models: how many models the run trains (1, or 2 with UDML).
+        allow_unverified: accept a folder without ``SHA256SUMS`` (written before kiebeam sealed resume folders).
+
+    Returns:
+        ``(state.json contents, [model state dicts], optimizer state (tensors), RNG states)``.
+
+    Raises:
+        models.integrity.ModelIntegrityError: a missing file or ``SHA256SUMS``, or a checksum mismatch.
+        models.safe_load.UnsafeModelFileError: a pickle naming a refused global, or not a state pickle.
+    """
+    from models.integrity import verify_model_dir
+    from models.safe_load import load_rng_state, load_state
+
+    folder = Path(folder)
+    verify_model_dir(folder, resume_files(num_models), allow_unverified=allow_unverified)
+    run_state = json.loads((folder / "state.json").read_text())
+    models = [load_state(folder / f"model_{i}.pdparams") for i in range(num_models)]
+    return run_state, models, load_state(folder / "optimizer.pdopt", tensors=True), load_rng_state(folder / "rng.pkl")
 
 
 def plot_metrics(metrics_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:

@@ -39,7 +39,15 @@ from training.data import document_texts, encode_documents, re_batch, ser_batch
 from training.evaluate import evaluate_re, evaluate_ser
 from training.losses import udml_total
 from training.shards import load_manifest, load_split
-from training.store import load_init, load_optimizer_state, optimizer_state, plot_metrics, save_model
+from training.store import (
+    load_init,
+    load_optimizer_state,
+    load_resume_folder,
+    optimizer_state,
+    plot_metrics,
+    save_model,
+    seal_resume_folder,
+)
 
 __all__ = ["main"]
 
@@ -131,12 +139,14 @@ def main(config: TrainConfig) -> dict[str, Any]:
     step, best, best_step = 0, -1.0, -1
     latest = out / "latest"
     if config.resume and (latest / "state.json").exists():
-        run_state = json.loads((latest / "state.json").read_text())
+        # verified against its SHA256SUMS and read without pickle's code execution, like every model folder
+        run_state, model_states, opt_state, rng_state = load_resume_folder(
+            latest, len(models), allow_unverified=config.allow_unverified)
         step, best, best_step = run_state["step"], run_state["best_hmean"], run_state["best_step"]
-        for i, m in enumerate(models):
-            m.set_state_dict(paddle.load(str(latest / f"model_{i}.pdparams")))
-        load_optimizer_state(optimizer, models, paddle.load(str(latest / "optimizer.pdopt")))
-        paddle.set_rng_state(pickle.loads((latest / "rng.pkl").read_bytes()))
+        for m, model_state in zip(models, model_states):
+            m.set_state_dict(model_state)
+        load_optimizer_state(optimizer, models, opt_state)
+        paddle.set_rng_state(rng_state)
     metrics_file = open(out / "metrics.jsonl", "a" if config.resume else "w")
 
     def log(record: dict[str, Any]) -> None:
@@ -156,6 +166,7 @@ def main(config: TrainConfig) -> dict[str, Any]:
         (latest / "state.json").write_text(json.dumps({"step": step, "best_hmean": best, "best_step": best_step,
                                                         "scheduler": {"step": step, "lr": optimizer.get_lr()},
                                                         "config": config.to_dict()}))
+        seal_resume_folder(latest, len(models))
 
     meta = {"manifest": {"uri": config.manifest, **manifest.to_dict()}, "config": config.to_dict(),
             "train_documents": len(train_docs), "eval_documents": len(eval_docs)}
