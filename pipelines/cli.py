@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines import extract, inspect_output
+from pipelines import console, extract, inspect_output
 from training import cli as training_cli
 
 __all__ = ["main", "build_parser"]
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``kiebeam`` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="kiebeam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", action="store_true",
+                        help="log at INFO, keep every library warning and print tracebacks (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     extract.add_subcommand(sub)
     training_cli.add_subcommands(sub)
@@ -54,17 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kiebeam`` console script; returns the exit code (2 for bad input)."""
+    """Entry point of the ``kiebeam`` console script; returns the exit code (2 for bad input, 1 for a failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv  # taken anywhere: `kiebeam extract ...` hands the rest of its line to Beam
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args((["--verbose"] if verbose else []) + [a for a in argv if a != "--verbose"])
+    console.configure(verbose)
     if args.command is None:
         parser.print_help()
         return 0
     try:
         return int(args.func(args) or 0)
     except ValueError as e:
+        if verbose:
+            raise
         print(f"kiebeam {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a failed run: one line; --verbose shows the traceback
+        if verbose:
+            raise
+        print(f"kiebeam {args.command}: error: {console.one_line(e)} (--verbose shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
