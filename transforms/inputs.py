@@ -1,8 +1,11 @@
 """Input fan-out: file patterns and manifests -> :class:`transforms.refs.DocRef` (cheap; no document bytes read).
 
-A manifest is one document per row: a text file (one URI per line, ``#`` comments), a CSV with a header holding
-a ``uri`` column (optional ``doc_id``), or a Parquet file with the same columns. Relative paths in a manifest are
-resolved against the manifest's folder.
+A manifest is one document per row: a text file (one URI per line), a CSV with a header holding a ``uri`` column
+(optional ``doc_id``), or a Parquet file with the same columns. Relative paths in a manifest are resolved against
+the manifest's folder. Every row that is not blank is accounted for: it becomes a document, or a failed
+document with a ``malformed_manifest_row`` error naming its line. There is no comment syntax (``#a.jpg`` is a file
+name), paths are kept exactly as written (leading and trailing spaces included), and a CSV record is one
+physical line, so a broken row (an unclosed quote) reports itself and never swallows the rows after it.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ class ManifestRow:
     Attributes:
         line: where the row is: the line number (1-based) of a text or CSV manifest, the row number (1-based) of a
             Parquet one.
-        uri: the document URI as written (stripped), or None when the row has none.
+        uri: the document URI exactly as written, or None when the row has none.
         doc_id: the ``doc_id`` column, or None.
         problem: why the row is malformed (the document then fails with ``malformed_manifest_row``), else None.
     """
@@ -106,12 +109,11 @@ class ManifestRow:
 
 
 def _check_uri(uri: object) -> tuple[str | None, str | None]:
-    """``(uri, problem)``: the stripped URI, or why it is unusable."""
+    """``(uri, problem)``: the URI as written, or why it is unusable."""
     if uri is None or (isinstance(uri, str) and not uri.strip()):
         return None, "empty uri"
     if not isinstance(uri, str):
         return None, f"uri is a {type(uri).__name__}, not text"
-    uri = uri.strip()
     if _CONTROL.search(uri):
         return uri, "uri contains control characters"
     return uri, None
@@ -122,7 +124,7 @@ def read_manifest_rows(manifest: str) -> Iterator[ManifestRow]:
 
     Args:
         manifest: path or URI of the manifest; ``.csv`` and ``.parquet`` select those formats, anything else is
-            read as one URI per line (blank lines and ``#`` comments are skipped).
+            read as one URI per line (only blank lines are skipped; there are no comments).
 
     Returns:
         An iterator of :class:`ManifestRow` in file order; a row with ``problem`` set names what is wrong.
@@ -149,40 +151,74 @@ def read_manifest_rows(manifest: str) -> Iterator[ManifestRow]:
     if lower.endswith(".csv"):
         yield from _csv_rows(manifest, text)
         return
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if line and not line.startswith("#"):
+    for n, line in _lines(text):
+        if line.strip():
             uri, problem = _check_uri(line)
             yield ManifestRow(n, uri, None, problem)
 
 
-def _csv_rows(manifest: str, text: str) -> Iterator[ManifestRow]:
-    reader = csv.reader(io.StringIO(text))
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` split at ``\n`` only (``\r\n`` too): other separators may be part of a name."""
+    for n, line in enumerate(text.split("\n"), start=1):
+        yield n, line[:-1] if line.endswith("\r") else line
+
+
+def _stray_quote(line: str) -> bool:
+    """Whether a quote stands inside an unquoted CSV value (RFC 4180: such a value must be quoted)."""
+    at_start, quoted, i = True, False, 0
+    while i < len(line):
+        ch = line[i]
+        if quoted:
+            if ch == '"':
+                if line[i + 1:i + 2] == '"':  # a doubled quote inside a quoted value
+                    i += 1
+                else:
+                    quoted = False
+        elif ch == '"':
+            if not at_start:
+                return True
+            quoted = True
+        at_start = not quoted and ch == ","
+        i += 1
+    return False
+
+
+def _csv_fields(line: str) -> tuple[list[str] | None, str | None]:
+    """``(fields, problem)`` of one CSV line."""
     try:
-        header = next(reader)
-    except (StopIteration, csv.Error) as e:
-        raise ValueError(f"manifest {manifest} has no readable CSV header") from e
+        fields = next(csv.reader([line], strict=True))
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            return None, "unclosed quote (a quoted value must end on its own line)"
+        return None, f"unreadable CSV: {e}"
+    if _stray_quote(line):
+        return None, 'a quote inside an unquoted value (quote the whole value and double the quote: "a""b")'
+    return fields, None
+
+
+def _csv_rows(manifest: str, text: str) -> Iterator[ManifestRow]:
+    lines = _lines(text)
+    header, problem = _csv_fields(next(lines, (1, ""))[1])
+    if header is None or not header:
+        raise ValueError(f"manifest {manifest} has no readable CSV header ({problem or 'empty'})")
     header = [h.strip() for h in header]
     if "uri" not in header:
         raise ValueError(f"manifest {manifest} has no 'uri' column (header: {header})")
     uri_at, id_at = header.index("uri"), header.index("doc_id") if "doc_id" in header else None
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:  # e.g. a NUL byte or an unterminated quote: report the line, go on
-            yield ManifestRow(reader.line_num, None, None, f"unreadable CSV: {e}")
+    for line_no, line in lines:
+        if not line.strip():
             continue
-        if not fields or all(not f.strip() for f in fields):
+        fields, problem = _csv_fields(line)
+        if fields is None:
+            yield ManifestRow(line_no, None, None, problem)
             continue
         if len(fields) > len(header):
-            yield ManifestRow(reader.line_num, None, None,
+            yield ManifestRow(line_no, None, None,
                               f"{len(fields)} fields for a {len(header)}-column header (quote values holding commas)")
             continue
         uri, problem = _check_uri(fields[uri_at] if uri_at < len(fields) else None)
         doc_id = fields[id_at].strip() if id_at is not None and id_at < len(fields) else ""
-        yield ManifestRow(reader.line_num, uri, doc_id or None, problem)
+        yield ManifestRow(line_no, uri, doc_id or None, problem)
 
 
 class ReadManifestFn(beam.DoFn):

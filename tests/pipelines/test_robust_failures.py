@@ -172,14 +172,15 @@ def test_manifest_rows_report_line_numbers(tmp_path):
     text = tmp_path / "m.txt"
     text.write_text("# comment\n\na.png\nbad\x01name.png\n  b.png  \n")
     rows = list(inputs_mod.read_manifest_rows(str(text)))
-    assert [(r.line, r.uri, r.problem) for r in rows] == [
-        (3, "a.png", None), (4, "bad\x01name.png", "uri contains control characters"), (5, "b.png", None)]
+    assert [(r.line, r.uri, r.problem) for r in rows] == [  # no comment syntax; paths as written
+        (1, "# comment", None), (3, "a.png", None), (4, "bad\x01name.png", "uri contains control characters"),
+        (5, "  b.png  ", None)]
     csv_path = tmp_path / "m.csv"
     csv_path.write_text('uri,doc_id\n"with, comma.png",x\nplain.png\n,y\nx.png,1,2\n"multi\nline.png",z\n')
     rows = list(inputs_mod.read_manifest_rows(str(csv_path)))
     assert [(r.line, r.uri, r.doc_id, r.problem is None) for r in rows] == [
         (2, "with, comma.png", "x", True), (3, "plain.png", None, True), (4, None, "y", False),
-        (5, None, None, False), (7, "multi\nline.png", "z", False)]
+        (5, None, None, False), (6, None, None, False), (7, None, None, False)]  # a record is one line
     with pytest.raises(ValueError, match="no 'uri' column"):
         list(inputs_mod.read_manifest_rows(str(_write(tmp_path / "n.csv", "path,doc_id\na.png,a\n"))))
 

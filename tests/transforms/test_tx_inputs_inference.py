@@ -33,7 +33,7 @@ def test_match_keeps_a_missing_literal_and_drops_an_empty_glob(tmp_path):
 def test_manifest_rows_are_unique_inputs_even_when_repeated(tmp_path, kind):
     path = tmp_path / f"m.{kind}"
     if kind == "txt":
-        path.write_text("# scans\nimg/a.jpg\n\n/abs/b.jpg\nimg/a.jpg\n")
+        path.write_text("img/a.jpg\n\n/abs/b.jpg\nimg/a.jpg\n")
     elif kind == "csv":
         path.write_text("uri,doc_id\nimg/a.jpg,A\n/abs/b.jpg,\nimg/a.jpg,A\n")
     else:
