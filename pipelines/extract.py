@@ -55,7 +55,7 @@ from transforms.rows import (
 )
 from transforms.write import WriteRunTables, partition_dir
 
-__all__ = ["run", "add_subcommand", "summarize", "main"]
+__all__ = ["run", "build_graph", "add_subcommand", "summarize", "main"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -78,7 +78,25 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         options.view_as(StandardOptions).runner = "FnApiRunner"
     cfg = to_config(options)
     pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_graph(pipeline, cfg)
+    result = pipeline.run()
+    result.wait_until_finish()
+    if cfg.local_runner and result.state == PipelineState.DONE:
+        print(format_summary(summarize(cfg.output, cfg.run_id), cfg))
+    return result
 
+
+def build_graph(pipeline: beam.Pipeline, cfg: ExtractConfig) -> dict[str, beam.PCollection]:
+    """Builds the whole extraction graph, inputs to Parquet, into ``pipeline`` (which the caller runs).
+
+    Args:
+        pipeline: the pipeline to build into (a ``TestPipeline`` in tests).
+        cfg: the run's configuration (:func:`pipelines.options.to_config`).
+
+    Returns:
+        The row PCollection of every table, by table name, as it goes into ``WriteTables`` (tests ``assert_that``
+        on them).
+    """
     # 1. Inputs: cheap fan-out of URIs (one DocRef per input), then break fusion so work spreads out.
     refs = []
     if cfg.inputs:
@@ -147,12 +165,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     # 5. Parquet: staged, then published as this run's partitions with _SUCCESS markers.
     _ = tables | "WriteTables" >> WriteRunTables(cfg.output, cfg.run_id, cfg.launch_id)
-
-    result = pipeline.run()
-    result.wait_until_finish()
-    if cfg.local_runner and result.state == PipelineState.DONE:
-        print(format_summary(summarize(cfg.output, cfg.run_id), cfg))
-    return result
+    return tables
 
 
 def _count_inputs(cfg: ExtractConfig) -> int:
