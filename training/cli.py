@@ -36,6 +36,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/latest")
     p.add_argument("--allow_unverified_models", action="store_true",
                    help="accept an --init_from / --resume folder without SHA256SUMS (only files you trust)")
+    p.add_argument("--max_skipped_fraction", type=float,
+                   help="refuse to train when more than this fraction of a split's documents is skipped "
+                        "(default 0.05)")
     for name, kind in (("epochs", int), ("batch_size", int), ("learning_rate", float), ("max_steps", int),
                        ("eval_every", int), ("save_every", int), ("seed", int), ("vocab_size", int)):
         p.add_argument(f"--{name}", type=kind)
@@ -57,7 +60,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
     changes: dict[str, Any] = {"manifest": args.manifest, "out_dir": args.out_dir}
     for name in ("init_from", "tokenizer_dir", "epochs", "batch_size", "learning_rate", "max_steps",
-                 "eval_every", "save_every", "seed", "vocab_size"):
+                 "eval_every", "save_every", "seed", "vocab_size", "max_skipped_fraction"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.allow_unverified_models:

@@ -63,6 +63,8 @@ class TrainConfig:
         tokenizer_dir: tokenizer for ``init_from`` folders that lack one.
         allow_unverified: accept an ``init_from`` or ``resume`` folder without ``SHA256SUMS`` (published
             PaddleOCR folders; ``--allow_unverified_models``).
+        max_skipped_fraction: refuse to train when more than this fraction of the train or eval split's
+            documents is skipped (unreadable or invalid; each is reported with its line and reason).
         vocab_size: sentencepiece pieces when training a tokenizer from scratch.
         model: backbone size when training from scratch.
         max_len: tokens per window.
@@ -89,6 +91,7 @@ class TrainConfig:
     init_from: str | None = None
     tokenizer_dir: str | None = None
     allow_unverified: bool = False
+    max_skipped_fraction: float = 0.05
     vocab_size: int = 8000
     model: ModelSize = field(default_factory=ModelSize)
     max_len: int = 512
@@ -123,6 +126,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ValueError(f"max_skipped_fraction={self.max_skipped_fraction} must be within [0, 1]")
         if self.max_len > self.model.max_position_embeddings:
             raise ValueError(f"max_len={self.max_len} exceeds max_position_embeddings="
                              f"{self.model.max_position_embeddings}")

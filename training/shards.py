@@ -4,9 +4,11 @@ A shard line is ``name<TAB>[{"transcription", "label", "points", "id", "linking"
 ``doc/doc_en/kie_en.md`` format). Reading validates every document and never crashes on bad data:
 
 * whole-shard errors raise :class:`schemas.manifest.ManifestError`: missing file, checksum mismatch;
-* a bad document is **skipped** and reported with its line number: malformed line or JSON, unknown label,
-  dangling linking id (a link naming an id not in the document), missing ``points``, a box outside the
-  image when the page size is known, unknown page size;
+* a bad document is **skipped** and reported with its line number: malformed line or JSON (JSON nested too
+  deeply included), an empty annotation list, unknown label, ``transcription`` that is not a string (``null``),
+  an ``id`` or ``linking`` entry that is not an integer, duplicate line ids, dangling linking id (a link naming
+  an id not in the document), missing ``points`` or a coordinate that is not a finite number (``1e999``), a box
+  outside the image when the page size is known, unknown page size;
 * a line with an empty transcription is **dropped** (with the links that touch it, as PaddleOCR's
   ``filter_empty_contents``) and reported.
 
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import reprlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +32,7 @@ import fsspec
 from models.reading_order import order_by_tbyx
 from schemas.manifest import Manifest, ManifestError, ShardEntry
 
-__all__ = ["KieLine", "KieDocument", "Skip", "read_shard", "load_split", "write_shard", "shard_entry",
+__all__ = ["KieLine", "KieDocument", "Skip", "check_skipped", "read_shard", "load_split", "write_shard", "shard_entry",
            "build_manifest", "load_manifest", "xfund_release_to_documents", "funsd_to_documents",
            "sha256_uri"]
 
@@ -93,15 +98,59 @@ class KieDocument:
 
 @dataclass(frozen=True)
 class Skip:
-    """Something left out while reading a shard, and why."""
+    """Something left out while reading a shard, and why.
+
+    Attributes:
+        uri / line_no / document: where: the shard, its 1-based line, the image name on that line.
+        reason: what is wrong.
+        kind: ``document`` (the whole document was skipped) or ``line`` (one annotation line was dropped).
+    """
 
     uri: str
     line_no: int
     document: str
     reason: str
+    kind: str = "document"
 
     def __str__(self) -> str:
         return f"{self.uri}:{self.line_no} [{self.document}] {self.reason}"
+
+
+def check_skipped(split: str, documents: int, skips: Sequence[Skip], max_fraction: float,
+                  report: str | None = None, *, echo: bool = True) -> float:
+    """Prints how many documents of a split were skipped and refuses a split that lost too many.
+
+    Args:
+        split: the split's name (for messages).
+        documents: documents read from the split.
+        skips: its skips (document and line skips; only document skips count).
+        max_fraction: the largest acceptable fraction of skipped documents.
+        report: where every skip is listed (named in the messages).
+        echo: print the count and the first skips to stderr.
+
+    Returns:
+        The skipped fraction.
+
+    Raises:
+        ValueError: more than ``max_fraction`` of the split's documents were skipped.
+    """
+    import sys
+
+    dropped = [s for s in skips if s.kind == "document"]
+    total = documents + len(dropped)
+    fraction = len(dropped) / total if total else 0.0
+    where = f": every one in {report}" if report else ""
+    if echo and skips:
+        print(f"{split}: {len(dropped)} of {total} documents skipped ({fraction:.1%}), "
+              f"{len(skips) - len(dropped)} lines dropped{where}", file=sys.stderr)
+        for s in skips[:5]:
+            print(f"  {s}", file=sys.stderr)
+        if len(skips) > 5:
+            print(f"  ... {len(skips) - 5} more", file=sys.stderr)
+    if fraction > max_fraction:
+        raise ValueError(f"{len(dropped)} of {total} {split} documents were skipped ({fraction:.1%}), more than "
+                         f"--max_skipped_fraction {max_fraction:g}{where}; first: {dropped[0]}")
+    return fraction
 
 
 def sha256_uri(uri: str) -> str:
@@ -141,22 +190,49 @@ def _image_size(image_dir: str, name: str) -> tuple[int, int] | None:
         return None
 
 
+def _short(value: object) -> str:
+    """A bounded repr for messages (a hostile value may be huge or deeply nested)."""
+    return reprlib.repr(value)
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _parse_line(item: object, labels: set[str]) -> KieLine:
+    """Validates one annotation; raises ValueError naming the line id and what is wrong."""
     if not isinstance(item, dict):
         raise ValueError(f"annotation must be an object, got {type(item).__name__}")
-    text = item.get("transcription", "")
-    label = str(item.get("label", "")).strip().upper()
+    line_id = item.get("id", -1)
+    if not _integer(line_id):
+        raise ValueError(f"line id {_short(line_id)}: 'id' must be an integer")
+    text = item.get("transcription", "")  # absent: an empty line, dropped and reported below
+    if not isinstance(text, str):
+        raise ValueError(f"line id {line_id}: 'transcription' must be a string, got "
+                         f"{'null' if text is None else type(text).__name__}")
+    raw_label = item.get("label", "")
+    label = raw_label.strip().upper() if isinstance(raw_label, str) else None
     if label not in labels:
-        raise ValueError(f"unknown label {item.get('label')!r} (line id {item.get('id')}), expected one of "
-                         f"{sorted(labels)}")
+        raise ValueError(f"unknown label {_short(raw_label)} (line id {line_id}), expected one of {sorted(labels)}")
     pts = item.get("points")
     if not isinstance(pts, list) or len(pts) < 4 or not all(isinstance(p, list) and len(p) == 2 for p in pts):
-        raise ValueError(f"line id {item.get('id')}: 'points' must be a list of >= 4 [x, y] points, got {pts!r}")
+        raise ValueError(f"line id {line_id}: 'points' must be a list of >= 4 [x, y] points, got {_short(pts)}")
+    bad = [v for p in pts for v in p if not _number(v)]
+    if bad:
+        raise ValueError(f"line id {line_id}: point coordinate {_short(bad[0])} is not a finite number")
+    links = item.get("linking", []) or []
+    if not isinstance(links, list) or not all(isinstance(lk, list) and len(lk) == 2 and all(map(_integer, lk))
+                                              for lk in links):
+        raise ValueError(f"line id {line_id}: 'linking' must be a list of [id, id] integer pairs, got "
+                         f"{_short(links)}")
     xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
-    links = tuple((int(a), int(b)) for a, b in item.get("linking", []) or [])
-    return KieLine(text=str(text), label=label, points=tuple((float(x), float(y)) for x, y in pts),
+    return KieLine(text=text, label=label, points=tuple((float(x), float(y)) for x, y in pts),
                    box=(int(min(xs)), int(min(ys)), int(max(xs)), int(max(ys))),
-                   line_id=int(item.get("id", -1)), linking=links)
+                   line_id=line_id, linking=tuple((a, b) for a, b in links))
 
 
 def _parse_document(raw: str, labels: set[str], size_of: dict[str, tuple[int, int]], image_dir: str | None,
@@ -170,12 +246,19 @@ def _parse_document(raw: str, labels: set[str], size_of: dict[str, tuple[int, in
         items = json.loads(payload)
     except json.JSONDecodeError as e:
         raise ValueError(f"bad JSON: {e}") from e
+    except RecursionError as e:  # e.g. [[[[...]]]] 200,000 deep: json's decoder gives up cleanly
+        raise ValueError("bad JSON: nested too deeply") from e
     if isinstance(items, dict) and "ocr_info" in items:
         items = items["ocr_info"]
     if not isinstance(items, list):
         raise ValueError("the annotation must be a JSON list")
+    if not items:
+        raise ValueError("the annotation list is empty (a document needs at least one line)")
     lines = [_parse_line(it, labels) for it in items]
-    ids = [ln.line_id for ln in lines]
+    ids = [ln.line_id for ln in lines if ln.line_id != -1]  # -1: no id given (a line nothing links to)
+    dup = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if dup:
+        raise ValueError(f"duplicate line ids {dup[:10]}: every line id must be unique in its document")
     known = set(ids)
     for ln in lines:
         for a, b in ln.linking:
@@ -194,7 +277,7 @@ def _parse_document(raw: str, labels: set[str], size_of: dict[str, tuple[int, in
     empty = {ln.line_id for ln in lines if not ln.text.strip()}
     for ln in lines:
         if ln.line_id in empty:
-            skips.append(Skip(uri, line_no, name, f"empty transcription: line id {ln.line_id} dropped"))
+            skips.append(Skip(uri, line_no, name, f"empty transcription: line id {ln.line_id} dropped", "line"))
     if empty:
         lines = [KieLine(ln.text, ln.label, ln.points, ln.box, ln.line_id,
                          tuple(lk for lk in ln.linking if lk[0] not in empty and lk[1] not in empty))
@@ -236,7 +319,7 @@ def read_shard(uri: str, labels: Sequence[str], *, sha256: str | None = None, im
         try:
             docs.append(_parse_document(raw.rstrip("\r\n"), allowed, size_of, image_dir, page_size, uri, line_no,
                                         skips))
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as e:  # never a crash
             skip = Skip(uri, line_no, raw.split("\t", 1)[0][:80], f"document skipped: {e}")
             if strict:
                 raise ManifestError(str(skip)) from e

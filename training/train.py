@@ -38,7 +38,7 @@ from training.config import TrainConfig, lr_at
 from training.data import document_texts, encode_documents, re_batch, ser_batch
 from training.evaluate import evaluate_re, evaluate_ser
 from training.losses import udml_total
-from training.shards import load_manifest, load_split
+from training.shards import check_skipped, load_manifest, load_split
 from training.store import (
     load_init,
     load_optimizer_state,
@@ -79,6 +79,8 @@ def main(config: TrainConfig) -> dict[str, Any]:
     eval_docs, eval_skipped = load_split(manifest, config.eval_split)
     if rank == 0:
         (out / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped + eval_skipped))
+    for split, docs, skips in (("train", train_docs, skipped), (config.eval_split, eval_docs, eval_skipped)):
+        check_skipped(split, len(docs), skips, config.max_skipped_fraction, str(out / "skipped.txt"), echo=rank == 0)
     if not train_docs:
         raise ValueError(f"manifest {config.manifest} has no readable train documents ({len(skipped)} skipped)")
 
