@@ -20,7 +20,7 @@ import numpy as np
 
 from models import zoo
 from models.paddle_infer import InferenceOptions
-from models.reading_order import ORDER_METHODS, order_by_tbyx, order_ppocr_det
+from models.reading_order import ORDER_METHODS, order_lines, order_ppocr_det
 from models.text_detector import DbParams, TextDetector
 from models.text_recognizer import TextRecognizer, get_rotate_crop_image
 from schemas.records import OcrLine, PageOcr
@@ -206,8 +206,8 @@ class OcrPredictor:
             lines = [_to_line(text, conf, box, det_score)
                      for (text, conf), box, det_score in zip(texts, boxes, scores)
                      if conf >= self.config.drop_score]
-            if self.config.order_method == "tb-yx":
-                lines = [lines[i] for i in order_by_tbyx([line.box for line in lines])]
+            # every line takes part in the sort; empty texts are skipped later, while encoding (as PaddleOCR)
+            lines = [lines[i] for i in order_lines([line.box for line in lines], method=self.config.order_method)]
             share = len(boxes) / len(crops) if crops else 0.0
             results.append(PageOcr(width=int(page.shape[1]), height=int(page.shape[0]), lines=tuple(lines),
                                    det_ms=page_det_ms, rec_ms=rec_total_ms * share))

@@ -10,13 +10,19 @@ Two orders exist in PaddleOCR and both are reproduced exactly, quirks included:
 * :func:`order_ppocr_det` is the order the OCR system itself returns (``sorted_boxes`` in
   ``tools/infer/predict_system.py``), used when no sort is asked for: the same idea on the first polygon
   point with a 10 px threshold, and there the inner loop does reach index 0.
+
+:func:`order_lines` is the one entry point of both KIE paths, the training/evaluation shard reader
+(``training.shards``) and OCR inference (``models.ocr``): it sorts **every** line and only then leaves lines
+out, as PaddleOCR's ``VQATokenLabelEncode`` (``order_by_tbyx`` on all lines, empty transcriptions skipped while
+encoding). Leaving a line out before the sort can change the order of the others, because the neighbour-swap
+pass compares adjacent lines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["order_by_tbyx", "order_ppocr_det", "ORDER_METHODS"]
+__all__ = ["order_by_tbyx", "order_ppocr_det", "order_lines", "ORDER_METHODS"]
 
 ORDER_METHODS = ("tb-yx", "none")
 
@@ -61,3 +67,30 @@ def order_ppocr_det(polygons: Sequence[Sequence[Sequence[float]]], threshold: fl
         The permutation into ``polygons``.
     """
     return _threshold_sort([(p[0][1], p[0][0]) for p in polygons], threshold, stop=0)
+
+
+def order_lines(boxes: Sequence[Sequence[float]], keep: Sequence[bool] | None = None,
+                method: str = "tb-yx") -> list[int]:
+    """The KIE line order: sort all lines with ``method``, then drop those whose ``keep`` is False.
+
+    Args:
+        boxes: axis-aligned ``(x0, y0, x1, y1)`` pixel boxes of all lines, empty ones included.
+        keep: per line, whether it stays (e.g. ``bool(text.strip())``); None keeps every line.
+        method: ``tb-yx`` (:func:`order_by_tbyx`) or ``none`` (input order).
+
+    Returns:
+        Indices into ``boxes`` of the kept lines, in reading order.
+
+    Raises:
+        ValueError: an unknown method, or ``keep`` of another length than ``boxes``.
+
+    >>> boxes = [(0, 0, 50, 10), (100, 10, 150, 20), (0, 15, 50, 25)]
+    >>> order_lines(boxes, keep=[False, True, True]), [1 + i for i in order_by_tbyx(boxes[1:])]
+    ([2, 1], [1, 2])
+    """
+    if method not in ORDER_METHODS:
+        raise ValueError(f"unknown order method {method!r}, expected one of {list(ORDER_METHODS)}")
+    if keep is not None and len(keep) != len(boxes):
+        raise ValueError(f"got {len(boxes)} boxes but {len(keep)} keep flags")
+    order = order_by_tbyx(boxes) if method == "tb-yx" else list(range(len(boxes)))
+    return order if keep is None else [i for i in order if keep[i]]

@@ -102,6 +102,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--allow_unverified_models", action="store_true",
                    help="accept a --checkpoint folder without SHA256SUMS (only files you trust)")
+    p.add_argument("--paddleocr_compat", action="store_true",
+                   help="also score as PaddleOCR's eval would: first 512 tokens only, its RE chunk rule")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -117,13 +119,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("evaluate needs --checkpoint (or --end2end with --ser_dir)")
     else:
         metrics = evaluate_checkpoint(args.checkpoint, args.manifest, args.split, batch_size=args.batch_size,
-                                      allow_unverified=args.allow_unverified_models)
+                                      allow_unverified=args.allow_unverified_models,
+                                      paddleocr_compat=args.paddleocr_compat)
     if "per_class" in metrics:
         per = {k: PRF(v["precision"], v["recall"], v["hmean"], v["support"], v["predicted"], v["correct"])
                for k, v in metrics["per_class"].items()}
         micro = PRF(metrics["precision"], metrics["recall"], metrics["hmean"], metrics["support"],
                     metrics["predicted"], metrics["correct"])
         print(format_table(micro, per))
+    if "paddleocr_compat" in metrics:
+        c = metrics["paddleocr_compat"]
+        print(f"{'all windows':<24}hmean {metrics['hmean']:.4f} (P {metrics['precision']:.4f}, "
+              f"R {metrics['recall']:.4f}, support {metrics['support']})")
+        print(f"{'as PaddleOCR (512 tok)':<24}hmean {c['hmean']:.4f} (P {c['precision']:.4f}, "
+              f"R {c['recall']:.4f}, support {c['support']})")
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:

@@ -131,7 +131,7 @@ def evaluate_end2end(documents: Sequence[KieDocument], images: Sequence[np.ndarr
 
 
 def evaluate_checkpoint(checkpoint: str, manifest: str, split: str = "test", *, batch_size: int = 8,
-                        allow_unverified: bool = False) -> dict[str, Any]:
+                        allow_unverified: bool = False, paddleocr_compat: bool = False) -> dict[str, Any]:
     """Loads a checkpoint folder and evaluates it on one split of a manifest (gold OCR).
 
     Args:
@@ -140,9 +140,12 @@ def evaluate_checkpoint(checkpoint: str, manifest: str, split: str = "test", *, 
         split: ``train``, ``val`` or ``test``.
         batch_size: windows per forward.
         allow_unverified: accept a folder without ``SHA256SUMS``.
+        paddleocr_compat: also score the inputs PaddleOCR's eval would build (first 512 tokens, its RE chunk
+            rule; ``training.paddleocr_compat``), under ``paddleocr_compat``.
 
     Returns:
-        The metrics (``evaluate_ser`` / ``evaluate_re``) plus ``task``, ``split``, ``skipped``.
+        The metrics (``evaluate_ser`` / ``evaluate_re``) plus ``task``, ``split``, ``skipped`` (and
+        ``paddleocr_compat``).
     """
     from models.checkpoint import load_checkpoint
     from models.tokenizer import load_tokenizer
@@ -158,11 +161,18 @@ def evaluate_checkpoint(checkpoint: str, manifest: str, split: str = "test", *, 
     if not docs:
         raise ValueError(f"split {split!r} of {manifest} has no readable documents ({len(skips)} skipped)")
     max_len = int(ck.metadata.get("max_len", 512))
-    examples = encode_documents(docs, load_tokenizer(ck.tokenizer_dir), m.labels, task=ck.task, max_len=max_len)
+    tokenizer = load_tokenizer(ck.tokenizer_dir)
+    examples = encode_documents(docs, tokenizer, m.labels, task=ck.task, max_len=max_len)
     if ck.task == "ser":
         metrics = evaluate_ser(ck.model, examples, m.labels, batch_size)
     else:
         metrics = evaluate_re(ck.model, examples, batch_size)
+    if paddleocr_compat:
+        from training.paddleocr_compat import paddleocr_examples
+
+        compat = paddleocr_examples(docs, tokenizer, m.labels, task=ck.task, max_len=max_len)
+        metrics["paddleocr_compat"] = (evaluate_ser(ck.model, compat, m.labels, batch_size) if ck.task == "ser"
+                                       else evaluate_re(ck.model, compat, batch_size))
     return {"task": ck.task, "split": split, "checkpoint": str(checkpoint), **metrics, "skipped": len(skips)}
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from models.reading_order import order_by_tbyx
+from models.reading_order import order_by_tbyx, order_lines
 from schemas.manifest import Manifest, ManifestError, ShardEntry
 
 __all__ = ["KieLine", "KieDocument", "Skip", "check_skipped", "read_shard", "load_split", "write_shard", "shard_entry",
@@ -278,12 +278,13 @@ def _parse_document(raw: str, labels: set[str], size_of: dict[str, tuple[int, in
     for ln in lines:
         if ln.line_id in empty:
             skips.append(Skip(uri, line_no, name, f"empty transcription: line id {ln.line_id} dropped", "line"))
+    # sort all lines, then drop the empty ones: PaddleOCR's order (models.reading_order.order_lines)
+    lines = [lines[i] for i in order_lines([ln.box for ln in lines], keep=[ln.line_id not in empty for ln in lines])]
     if empty:
         lines = [KieLine(ln.text, ln.label, ln.points, ln.box, ln.line_id,
                          tuple(lk for lk in ln.linking if lk[0] not in empty and lk[1] not in empty))
-                 for ln in lines if ln.line_id not in empty]
-    order = order_by_tbyx([ln.box for ln in lines])
-    return KieDocument(name=name, lines=tuple(lines[i] for i in order), width=width, height=height)
+                 for ln in lines]
+    return KieDocument(name=name, lines=tuple(lines), width=width, height=height)
 
 
 def read_shard(uri: str, labels: Sequence[str], *, sha256: str | None = None, image_dir: str | None = None,
