@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_subcommands", "train_config_from_args", "main"]
+__all__ = ["add_subcommands", "train_config_from_args", "manifest_summary", "main"]
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override any TrainConfig field, e.g. --set 'model={\"num_hidden_layers\": 4}'")
+    p.add_argument("--quiet", action="store_true", help="no console progress (metrics.jsonl is written anyway)")
+    p.add_argument("--progress_every_s", type=float, default=30.0,
+                   help="seconds between two console progress lines (default 30; 0 = every step)")
+    p.add_argument("--progress_every_steps", type=int, default=0,
+                   help="also print a progress line every N steps (default 0 = by time only)")
+    p.add_argument("--visualdl_dir", help="also log loss, lr and eval scalars to VisualDL in this folder")
     p.set_defaults(func=_run_train)
 
 
@@ -69,6 +75,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         changes["udml"] = True
     if args.resume:
         changes["resume"] = True
+    changes["progress"] = not args.quiet  # the command line shows progress whatever the preset says
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -83,7 +90,8 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 def _run_train(args: argparse.Namespace) -> int:
     from training.train import main as train_main
 
-    result = train_main(train_config_from_args(args))
+    result = train_main(train_config_from_args(args), progress_every_s=args.progress_every_s,
+                        progress_every_steps=args.progress_every_steps, visualdl_dir=args.visualdl_dir)
     print(json.dumps(result))
     return 0
 
@@ -144,10 +152,12 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shards", help="convert annotations to label shards, build and validate manifests")
     s = p.add_subparsers(dest="shards_command", required=True)
     b = s.add_parser("build", help="build a manifest from shard files (counts documents, hashes files)")
-    b.add_argument("--labels", nargs="+", help="class names (default: OTHER QUESTION ANSWER HEADER)")
+    b.add_argument("--labels", nargs="+", action="extend",
+                   help="class names (default: OTHER QUESTION ANSWER HEADER); repeatable")
     b.add_argument("--labels_file", help="class list file, one per line (class_list_xfun.txt)")
     for split in ("train", "val", "test"):
-        b.add_argument(f"--{split}", nargs="*", default=[], help=f"{split} shard files")
+        b.add_argument(f"--{split}", nargs="+", action="extend", default=[],
+                       help=f"{split} shard files (--{split} A B == --{split} A --{split} B)")
     b.add_argument("--image_dir", help="image folder for every shard")
     b.add_argument("--page_size", nargs=2, type=int, metavar=("W", "H"), help="page size for every shard")
     b.add_argument("--out", required=True, help="manifest path (.json or .yaml)")
@@ -163,12 +173,35 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
         c.set_defaults(func=_run_convert, kind=kind)
 
 
+def manifest_summary(manifest: Any) -> str:
+    """Every shard of a manifest with its split and documents, and the totals per split.
+
+    Args:
+        manifest: a ``schemas.manifest.Manifest``.
+
+    Returns:
+        A plain-text table, one row per shard (so a shard that went missing shows).
+    """
+    from schemas.manifest import SPLITS
+
+    width = max([len(s.uri) for s in manifest.shards] + [5])
+    rows = [f"{'split':<6} {'documents':>9}  {'shard':<{width}}"]
+    rows += [f"{s.split:<6} {s.documents:>9d}  {s.uri}" for s in manifest.shards]
+    totals = ", ".join(f"{split} {sum(s.documents for s in manifest.split(split))} documents in "
+                       f"{len(manifest.split(split))} shards" for split in SPLITS if manifest.split(split))
+    return "\n".join(rows + [f"total: {totals or 'no shards'}"])
+
+
 def _run_build(args: argparse.Namespace) -> int:
     from models.features import XFUND_CLASSES
     from training.shards import build_manifest, shard_entry
 
     labels = args.labels or (Path(args.labels_file).read_text().split() if args.labels_file else XFUND_CLASSES)
     entries = []
+    twice = sorted({f"--{split} {uri}" for split in ("train", "val", "test") for uri in getattr(args, split)
+                    if getattr(args, split).count(uri) > 1})
+    if twice:
+        raise ValueError(f"shard files listed more than once in one split: {twice}")
     for split in ("train", "val", "test"):
         for uri in getattr(args, split):
             sizes = f"{uri}.sizes.json"
@@ -186,6 +219,7 @@ def _run_build(args: argparse.Namespace) -> int:
         text = yaml.safe_dump(manifest.to_dict(), allow_unicode=True, sort_keys=False)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}: {len(entries)} shards, {sum(e.documents for e in entries)} documents")
+    print(manifest_summary(manifest))
     return 0
 
 
@@ -194,6 +228,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     from training.shards import load_manifest, load_split
 
     manifest = load_manifest(args.manifest)
+    print(manifest_summary(manifest))
     n_skips = 0
     for split in SPLITS:
         docs, skips = load_split(manifest, split)

@@ -82,7 +82,7 @@ class TrainConfig:
         udml_dml_weight / udml_l2_weight: weights of the symmetric-KL (SER only) and MSE terms.
         resume: continue from ``out_dir/latest`` when it exists.
         log_every: write a metrics line every N steps.
-        progress: show a tqdm progress bar.
+        progress: print console progress lines (``training.progress``; ``kiebeam train --quiet``: off).
     """
 
     task: str = "ser"

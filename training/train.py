@@ -13,12 +13,15 @@ Multi-GPU (data parallel; each process reads every shard and takes its share of 
     PYTHONPATH=. python -m paddle.distributed.launch --gpus 0,1,2,3 training/launch.py --preset ser_vi_layoutxlm \
         --manifest gs://bucket/kie/manifest.json --init_from pretrained/ser_vi_layoutxlm --out_dir runs/ser
 
-(``training/launch.py`` takes ``kiebeam train``'s flags). The pooler and the unused visual embeddings get no
-gradient, so ``paddle.DataParallel`` runs with ``find_unused_parameters=True``.
+(``training/launch.py`` takes ``kiebeam train``'s flags). On CPU, ``--nproc_per_node 2`` instead of ``--gpus`` runs
+two processes over gloo (``tests/training/test_data_parallel.py``). The pooler and the unused visual embeddings get
+no gradient, so ``paddle.DataParallel`` runs with ``find_unused_parameters=True``. Console progress lines come from
+``training.progress`` (rank 0).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -38,6 +41,7 @@ from training.config import TrainConfig, lr_at
 from training.data import document_texts, encode_documents, re_batch, ser_batch
 from training.evaluate import evaluate_re, evaluate_ser
 from training.losses import udml_total
+from training.progress import ScalarLog, TrainProgress
 from training.shards import check_skipped, load_manifest, load_split
 from training.store import (
     load_init,
@@ -52,11 +56,32 @@ from training.store import (
 __all__ = ["main"]
 
 
-def main(config: TrainConfig) -> dict[str, Any]:
+class _TensorOutputs(paddle.nn.Layer):
+    """A model as ``paddle.DataParallel`` needs it: the output object plus its tensors in a list.
+
+    DataParallel starts its walk of the backward graph from the output tensors it finds, and it looks only into
+    tensors, lists, tuples and dicts. Our models return dataclasses; with no tensor found, every parameter counts
+    as unused and the first backward fails ("parameter ... has been ready before").
+    """
+
+    def __init__(self, model: paddle.nn.Layer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: paddle.Tensor) -> tuple[Any, list[Any]]:
+        out = self.model(**inputs)
+        return out, [getattr(out, f.name) for f in dataclasses.fields(out)]
+
+
+def main(config: TrainConfig, *, progress_every_s: float = 30.0, progress_every_steps: int = 0,
+         visualdl_dir: str | None = None) -> dict[str, Any]:
     """Trains a SER or RE model as ``config`` says.
 
     Args:
         config: the run configuration (see ``training.config``).
+        progress_every_s / progress_every_steps: console step lines (``training.progress``) at most this many
+            seconds apart, and every this many steps (0: by time only); ``config.progress`` False: none.
+        visualdl_dir: also log the scalars to VisualDL there (rank 0).
 
     Returns:
         ``{"best_hmean", "best_step", "steps", "out_dir"}``.
@@ -92,8 +117,10 @@ def main(config: TrainConfig) -> dict[str, Any]:
         tokenizer, tok_dir, model_cfg, state = load_init(config.init_from, config.tokenizer_dir, task=config.task,
                                                           allow_unverified=config.allow_unverified)
     else:
-        if not (tok_dir / "sentencepiece.bpe.model").exists():
+        if rank == 0 and not (tok_dir / "sentencepiece.bpe.model").exists():
             train_tokenizer(document_texts(train_docs), tok_dir, vocab_size=config.vocab_size)
+        if world > 1:
+            paddle.distributed.barrier()  # the other ranks read the tokenizer that rank 0 wrote
         tokenizer, state = load_tokenizer(tok_dir), None
         m = config.model
         model_cfg = LayoutXLMConfig(vocab_size=len(tokenizer), hidden_size=m.hidden_size,
@@ -115,7 +142,8 @@ def main(config: TrainConfig) -> dict[str, Any]:
         peer = build()
         peer.layoutxlm.set_state_dict(student.layoutxlm.state_dict())
     models = [student] + ([peer] if peer is not None else [])
-    train_models = [paddle.DataParallel(m, find_unused_parameters=True) if world > 1 else m for m in models]
+    train_models = [paddle.DataParallel(_TensorOutputs(m), find_unused_parameters=True) if world > 1 else m
+                    for m in models]
 
     train_ex = encode_documents(train_docs, tokenizer, labels, task=config.task, max_len=config.max_len)
     eval_ex = encode_documents(eval_docs, tokenizer, labels, task=config.task, max_len=config.max_len)
@@ -149,7 +177,7 @@ def main(config: TrainConfig) -> dict[str, Any]:
             m.set_state_dict(model_state)
         load_optimizer_state(optimizer, models, opt_state)
         paddle.set_rng_state(rng_state)
-    metrics_file = open(out / "metrics.jsonl", "a" if config.resume else "w")
+    metrics_file = open(out / "metrics.jsonl", "a" if config.resume else "w") if rank == 0 else None
 
     def log(record: dict[str, Any]) -> None:
         if rank == 0:
@@ -176,11 +204,9 @@ def main(config: TrainConfig) -> dict[str, Any]:
     # ---------------------------------------------------------------- the loop
     for m in train_models:
         m.train()
-    bar = None
-    if config.progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True)
+    progress = TrainProgress(total_steps, steps_per_epoch, config.epochs, start_step=step, every_s=progress_every_s,
+                             every_steps=progress_every_steps, enabled=config.progress and rank == 0)
+    scalars = ScalarLog(visualdl_dir) if visualdl_dir and rank == 0 else None
     t0 = time.perf_counter()
     while step < total_steps:
         epoch, skip = divmod(step, steps_per_epoch)
@@ -194,7 +220,7 @@ def main(config: TrainConfig) -> dict[str, Any]:
             optimizer.set_lr(lr)
 
             # forward -> loss
-            outs = [m(**batch) for m in train_models]
+            outs = [m(**batch)[0] if world > 1 else m(**batch) for m in train_models]
             if peer is None:
                 loss, parts = outs[0].loss, {}
             else:
@@ -210,17 +236,21 @@ def main(config: TrainConfig) -> dict[str, Any]:
             loss_value = float(loss)
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss became {loss_value} at step {step}")
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                bar.update(1)
+            progress.step(step, loss_value, lr, parts)
             if step % config.log_every == 0:
                 log({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, **parts,
                      "elapsed_s": round(time.perf_counter() - t0, 3)})
+                if scalars is not None:
+                    scalars.step(step, loss_value, lr, parts)
 
             # eval every N -> checkpoint when best
             if rank == 0 and eval_ex and (step % eval_every == 0 or step == total_steps):
+                t_eval = time.perf_counter()
                 metrics = evaluate()
                 log({"step": step, "eval": metrics})
+                progress.evaluation(step, metrics, best, best_step, time.perf_counter() - t_eval)
+                if scalars is not None:
+                    scalars.evaluation(step, metrics)
                 if metrics["hmean"] > best:
                     best, best_step = metrics["hmean"], step
                     save_model(student, out / "best", task=config.task, tokenizer_dir=tok_dir, labels=labels,
@@ -231,13 +261,14 @@ def main(config: TrainConfig) -> dict[str, Any]:
                            metadata={**meta, "step": step})
 
     # ---------------------------------------------------------------- finish
-    if bar is not None:
-        bar.close()
+    if scalars is not None:
+        scalars.close()
     if rank == 0:
         save_resume_state()
         if not eval_ex:
             save_model(student, out / "best", task=config.task, tokenizer_dir=tok_dir, labels=labels,
                        metadata={**meta, "step": step})
         plot_metrics(out / "metrics.jsonl", out)
-    metrics_file.close()
+        metrics_file.close()
+        progress.summary(step, best, best_step, str(out))
     return {"best_hmean": best, "best_step": best_step, "steps": step, "out_dir": str(out)}
