@@ -45,8 +45,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override any TrainConfig field, e.g. --set 'model={\"num_hidden_layers\": 4}'")
     p.add_argument("--quiet", action="store_true", help="no console progress (metrics.jsonl is written anyway)")
-    p.add_argument("--progress_every_s", type=float, default=30.0,
-                   help="seconds between two console progress lines (default 30; 0 = every step)")
+    p.add_argument("--progress_every_s", type=float, default=25.0,
+                   help="seconds between two console progress lines (default 25, so a line comes at least every "
+                        "30 s; 0 = every step)")
     p.add_argument("--progress_every_steps", type=int, default=0,
                    help="also print a progress line every N steps (default 0 = by time only)")
     p.add_argument("--visualdl_dir", help="also log loss, lr and eval scalars to VisualDL in this folder")

@@ -125,7 +125,7 @@ class TrainProgress:
     """
 
     def __init__(self, total_steps: int, steps_per_epoch: int, epochs: int, *, start_step: int = 0,
-                 every_s: float = 30.0, every_steps: int = 0, enabled: bool = True,
+                 every_s: float = 25.0, every_steps: int = 0, enabled: bool = True,
                  write: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         if every_s < 0 or every_steps < 0:
             raise ValueError(f"every_s={every_s} and every_steps={every_steps} must be >= 0")

@@ -73,7 +73,7 @@ class _TensorOutputs(paddle.nn.Layer):
         return out, [getattr(out, f.name) for f in dataclasses.fields(out)]
 
 
-def main(config: TrainConfig, *, progress_every_s: float = 30.0, progress_every_steps: int = 0,
+def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_steps: int = 0,
          visualdl_dir: str | None = None) -> dict[str, Any]:
     """Trains a SER or RE model as ``config`` says.
 
