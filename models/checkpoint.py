@@ -38,20 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from models.features import RE_ENTITY_LABELS, XFUND_CLASSES, bio_labels
+from models.features import PAIR_FEATURES, RE_ENTITY_LABELS, XFUND_CLASSES, bio_labels
 from models.integrity import verify_model_dir, write_sha256sums
-from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
+from models.layoutxlm import LayoutXLMConfig, ReHeadModel, ReModel, SerModel
+from models.model_files import CONFIG_FILE, LABELS_FILE, METADATA_FILE, STATE_FILE
 from models.safe_load import UnsafeModelFileError, load_state
 from models.tokenizer import TOKENIZER_FILE
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "export_inference",
+           "encoder_fingerprint",
            "STATE_FILE", "CONFIG_FILE", "LABELS_FILE", "METADATA_FILE", "TASKS"]
 
-STATE_FILE = "model_state.pdparams"
-CONFIG_FILE = "config.json"
 PADDLEOCR_CONFIG_FILE = "model_config.json"
-LABELS_FILE = "labels.json"
-METADATA_FILE = "metadata.json"
 FORMAT_NAME = "kiebeam-kie-checkpoint"
 EXPORT_FORMAT_NAME = "kiebeam-kie-inference"
 TASKS = ("ser", "re")
@@ -91,9 +89,27 @@ class Checkpoint:
 def _task_of(model: Any) -> str:
     if isinstance(model, SerModel):
         return "ser"
-    if isinstance(model, ReModel):
+    if isinstance(model, ReModel | ReHeadModel):
         return "re"
-    raise ValueError(f"expected a SerModel or ReModel, got {type(model).__name__}")
+    raise ValueError(f"expected a SerModel, ReModel or ReHeadModel, got {type(model).__name__}")
+
+
+def encoder_fingerprint(state: dict[str, Any]) -> str:
+    """A sha256 over the encoder weights (``layoutxlm.*`` keys, sorted) of a state dict.
+
+    A geometric RE head (``models.layoutxlm.ReHeadModel``) reads the hidden states of the SER encoder it was
+    trained on; the SER export and the head both record this fingerprint, and ``models.kie.KiePredictor``
+    refuses a head whose encoder is not the SER folder's.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(k for k in state if k.startswith("layoutxlm.")):
+        v = state[k]
+        arr = np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else np.asarray(v), dtype=np.float32)
+        h.update(k.encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def _labels_for(task: str, labels: list[str] | None, model: Any) -> list[str]:
@@ -272,7 +288,12 @@ def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False
         raise CheckpointError(f"{root}: unknown task {found_task!r}, expected one of {TASKS}")
     if task is not None and task != found_task:
         raise CheckpointError(f"{root} holds a {found_task} model, expected {task}")
-    if found_task == "ser":
+    if meta.get("re_head") == "geo":  # a head-only RE checkpoint over a shared SER encoder
+        if list(meta.get("pair_features", [])) != list(PAIR_FEATURES):
+            raise CheckpointError(f"{root / METADATA_FILE}: pair_features {meta.get('pair_features')} differ from "
+                                  f"this version's {list(PAIR_FEATURES)}")
+        model = ReHeadModel(config, len(PAIR_FEATURES))
+    elif found_task == "ser":
         if "classifier.bias" not in state:
             raise CheckpointError(f"{root / STATE_FILE} is missing keys: ['classifier.bias', 'classifier.weight']")
         num_labels = int(np.shape(state["classifier.bias"])[0])
@@ -293,16 +314,25 @@ def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False
 
 
 def _export_layer(model: Any) -> Any:
-    """A layer whose forward returns only the logits tensor (what the inference program outputs)."""
+    """The layer the inference program is traced from: SER gives (logits, last hidden), RE the pair logits."""
     from paddle import nn
 
-    class SerLogits(nn.Layer):
+    class SerLogitsHidden(nn.Layer):  # our SER exports also give the encoder states to a geometric RE head
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
         def forward(self, input_ids, bbox, attention_mask, token_type_ids):  # noqa: ANN001, ANN201
-            return self.inner(input_ids, bbox, attention_mask, token_type_ids).logits
+            out = self.inner(input_ids, bbox, attention_mask, token_type_ids)
+            return out.logits, out.hidden_states[-1]
+
+    class HeadLogits(nn.Layer):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, hidden, entities, pairs, pair_features):  # noqa: ANN001, ANN201
+            return self.inner(hidden, entities, pairs, pair_features).logits
 
     class RePairLogits(nn.Layer):
         def __init__(self, inner: Any) -> None:
@@ -312,7 +342,9 @@ def _export_layer(model: Any) -> Any:
         def forward(self, input_ids, bbox, attention_mask, token_type_ids, entities, pairs):  # noqa: ANN001, ANN201
             return self.inner(input_ids, bbox, attention_mask, entities, pairs, token_type_ids).logits
 
-    return SerLogits(model) if isinstance(model, SerModel) else RePairLogits(model)
+    if isinstance(model, SerModel):
+        return SerLogitsHidden(model)
+    return HeadLogits(model) if isinstance(model, ReHeadModel) else RePairLogits(model)
 
 
 def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
@@ -350,11 +382,20 @@ def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
             raise CheckpointError("export_inference of a bare model needs tokenizer_dir")
     task, labels, tok, out = _prepare_output(model, labels, tokenizer_dir, out_dir)
 
-    specs = [InputSpec([None, max_len], "int64", "input_ids"), InputSpec([None, max_len, 4], "int64", "bbox"),
-             InputSpec([None, max_len], "int64", "attention_mask"),
-             InputSpec([None, max_len], "int64", "token_type_ids")]
-    if task == "re":
+    # The token axis is dynamic (at most max_len): the predictor cuts each batch to its longest window rounded up
+    # to 64 tokens (models.features.batch_windows).
+    specs = [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None, 4], "int64", "bbox"),
+             InputSpec([None, None], "int64", "attention_mask"), InputSpec([None, None], "int64", "token_type_ids")]
+    extra_meta: dict[str, Any] = {}
+    if isinstance(model, ReHeadModel):
+        specs = [InputSpec([None, None, model.config.hidden_size], "float32", "hidden"),
+                 InputSpec([None, None, 3], "int64", "entities"), InputSpec([None, None, 2], "int64", "pairs"),
+                 InputSpec([None, None, len(PAIR_FEATURES)], "float32", "pair_features")]
+        extra_meta = {"re_head": "geo", "encoder": source.get("encoder"), "pair_features": list(PAIR_FEATURES)}
+    elif task == "re":
         specs += [InputSpec([None, None, 3], "int64", "entities"), InputSpec([None, None, 2], "int64", "pairs")]
+    else:
+        extra_meta = {"outputs": ["logits", "hidden"], "encoder_fingerprint": encoder_fingerprint(model.state_dict())}
     was_training = model.training
     model.eval()
     layer = paddle.jit.to_static(_export_layer(model), input_spec=specs, full_graph=True)
@@ -366,8 +407,9 @@ def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
     (out / LABELS_FILE).write_text(json.dumps({"task": task, "labels": labels}, indent=2))
     shutil.copyfile(tok, out / TOKENIZER_FILE)
     meta = {"format": EXPORT_FORMAT_NAME, "version": 1, "task": task, "max_len": max_len,
-            "input_names": [s.name for s in specs], "paddle_version": paddle.__version__,
-            "source_metrics": source.get("metrics", {}), "training_data": source.get("training_data")}
+            "input_names": [s.name for s in specs], "paddle_version": paddle.__version__, "dynamic_length": True,
+            "source_metrics": source.get("metrics", {}), "training_data": source.get("training_data"),
+            **extra_meta}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
     write_sha256sums(out)
     return out

@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "XFUND_CLASSES", "RE_ENTITY_LABELS", "IGNORE_INDEX", "PAD_TOKEN_ID",
     "bio_labels", "normalize_box", "tokenize_lines", "Window", "build_windows", "ReInputs", "build_re_inputs",
+    "entity_re_inputs", "MODEL_INPUTS", "RE_INPUTS", "batch_windows", "PAIR_FEATURES", "pair_features",
 ]
 
 XFUND_CLASSES = ("OTHER", "QUESTION", "ANSWER", "HEADER")
@@ -262,12 +263,15 @@ class ReInputs:
         pairs: ``(P, 2)`` candidate ``(question entity, answer entity)`` indices, question-major (PaddleOCR's
             meshgrid order).
         pair_labels: ``(P,)`` 1 for gold links, 0 otherwise; None without links.
+        boxes: ``(E, 4)`` each entity's box on the 0..1000 grid (the geometric head's input), or None to take
+            the box of each entity's first token.
     """
 
     entities: np.ndarray
     entity_line_ids: tuple[int, ...]
     pairs: np.ndarray
     pair_labels: np.ndarray | None
+    boxes: np.ndarray | None = None
 
 
 def build_re_inputs(window: Window, line_labels: Sequence[str | None],
@@ -301,7 +305,25 @@ def build_re_inputs(window: Window, line_labels: Sequence[str | None],
         if name in RE_ENTITY_LABELS:
             ents.append((s, e, RE_ENTITY_LABELS[name]))
             ent_lines.append(k)
-    entities = np.asarray(ents, dtype=np.int64).reshape(-1, 3)
+    return entity_re_inputs(ents, ent_lines, links=links)
+
+
+def entity_re_inputs(entities: Sequence[tuple[int, int, int]], entity_line_ids: Sequence[int], *,
+                     boxes: Sequence[Sequence[int]] | None = None,
+                     links: Sequence[tuple[int, int]] | None = None) -> ReInputs:
+    """RE inputs from entities given as token spans (e.g. several entities of one split OCR line).
+
+    Args:
+        entities: ``(start, end, label id)`` token spans in the window, label ids of :data:`RE_ENTITY_LABELS`.
+        entity_line_ids: an id per entity used to match ``links`` (page line ids, or entity ids).
+        boxes: each entity's box on the 0..1000 grid (default: its first token's box).
+        links: gold links as pairs of those ids, in either order.
+
+    Returns:
+        The :class:`ReInputs` (candidates: every question x answer, question-major).
+    """
+    ent_lines = [int(k) for k in entity_line_ids]
+    entities = np.asarray(entities, dtype=np.int64).reshape(-1, 3)
     q = np.flatnonzero(entities[:, 2] == RE_ENTITY_LABELS["QUESTION"])
     a = np.flatnonzero(entities[:, 2] == RE_ENTITY_LABELS["ANSWER"])
     pairs = np.stack(np.meshgrid(q, a, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.int64)
@@ -312,4 +334,156 @@ def build_re_inputs(window: Window, line_labels: Sequence[str | None],
             gold.add((int(x), int(y)))
             gold.add((int(y), int(x)))
         pair_labels = np.asarray([(ent_lines[i], ent_lines[j]) in gold for i, j in pairs], dtype=np.int64)
-    return ReInputs(entities, tuple(ent_lines), pairs, pair_labels)
+    box_arr = None if boxes is None else np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    return ReInputs(entities, tuple(ent_lines), pairs, pair_labels, box_arr)
+
+
+MODEL_INPUTS = ("input_ids", "bbox", "attention_mask", "token_type_ids")
+"""The backbone's input names, in the exported graphs' order."""
+
+RE_INPUTS = ("entities", "pairs")
+"""The RE head's extra inputs after :data:`MODEL_INPUTS` (PaddleOCR layout); the geometric head adds
+``pair_features``."""
+
+
+def batch_windows(windows: Sequence[Window], *, re: Sequence[ReInputs] | None = None, labels: bool = False,
+                  geometry: bool = False, multiple: int = 64) -> dict[str, np.ndarray]:
+    """The ONE batching function: stacks windows (and their RE inputs) into padded model-input arrays.
+
+    The token axis is cut to the longest window's real length rounded up to ``multiple`` (at most the windows'
+    length): padding tokens are masked out of attention, so predictions on real tokens are unchanged, and short
+    pages cost less (attention is quadratic in the length). ``multiple=0`` keeps the full window length.
+
+    Args:
+        windows: windows of one length (``max_len``).
+        re: per window its :class:`ReInputs` (adds ``entities (B,E,3)`` and ``pairs (B,P,2)``, padding -1, and
+            ``pair_labels (B,P)``, padding -100, when the inputs carry labels).
+        labels: add the SER ``labels (B,L)``.
+        geometry: add ``pair_features (B,P,F)`` float32 (:func:`pair_features`; needs ``re``).
+        multiple: token-axis rounding (0 = no cut).
+
+    Returns:
+        int64 arrays named :data:`MODEL_INPUTS` (+ the optional ones), float32 ``pair_features``.
+    """
+    if not windows:
+        raise ValueError("batch_windows needs at least one window")
+    full = len(windows[0].input_ids)
+    length = full
+    if multiple:
+        longest = max(w.num_tokens for w in windows)
+        length = min(full, max(multiple, -(-longest // multiple) * multiple))
+    batch = {k: np.stack([getattr(w, k)[:length] for w in windows]) for k in MODEL_INPUTS}
+    if labels:
+        batch["labels"] = np.stack([w.labels[:length] for w in windows])
+    if re is None:
+        return batch
+    n_e = max([len(r.entities) for r in re] + [1])
+    n_p = max([len(r.pairs) for r in re] + [1])
+    ents = np.full((len(re), n_e, 3), -1, dtype=np.int64)
+    pairs = np.full((len(re), n_p, 2), -1, dtype=np.int64)
+    for b, r in enumerate(re):
+        ents[b, :len(r.entities)] = r.entities
+        pairs[b, :len(r.pairs)] = r.pairs
+    batch.update(entities=ents, pairs=pairs)
+    if any(r.pair_labels is not None for r in re):
+        pl = np.full((len(re), n_p), IGNORE_INDEX, dtype=np.int64)
+        for b, r in enumerate(re):
+            if r.pair_labels is not None:
+                pl[b, :len(r.pairs)] = r.pair_labels
+        batch["pair_labels"] = pl
+    if geometry:
+        feats = np.zeros((len(re), n_p, len(PAIR_FEATURES)), dtype=np.float32)
+        for b, (w, r) in enumerate(zip(windows, re)):
+            feats[b, :len(r.pairs)] = pair_features(w, r)
+        batch["pair_features"] = feats
+    return batch
+
+
+PAIR_FEATURES = (
+    "dx_gap", "dy_gap", "dx_center", "dy_center", "log_distance", "row_overlap", "col_overlap",
+    "right_of", "below", "same_row", "same_col", "q_rank_row", "q_rank_near", "a_rank_near",
+    "is_row_nearest", "is_col_nearest", "between", "q_width", "a_width", "height_ratio",
+)
+"""The relative geometry of a candidate (question, answer) pair fed to the geometric RE head, in order."""
+
+
+def _interval_overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
+    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None)
+    shorter = np.maximum(np.minimum(a1 - a0, b1 - b0), 1.0)
+    return inter / shorter
+
+
+def pair_features(window: Window, re: ReInputs) -> np.ndarray:
+    """The relative geometry of each candidate pair of a window (:data:`PAIR_FEATURES`), ``(P, F)`` float32.
+
+    Boxes are the entities' boxes on the 0..1000 grid (every token carries its line's box, so an entity's box is
+    its first token's). Distances are in units of the mean height of the two boxes (``h``), signed so that
+    positive means "the answer lies right of / below the question". Ranks compare each candidate with the other
+    candidates of the same answer (``q_rank_*``) or question (``a_rank_*``) and are given as ``1 / (1 + rank)``.
+    ``between`` counts the other entities whose centre lies inside the rectangle spanned by the two boxes.
+
+    Args:
+        window: the window.
+        re: its RE inputs.
+
+    Returns:
+        ``(P, len(PAIR_FEATURES))`` float32; ``(0, F)`` without pairs.
+    """
+    n_f = len(PAIR_FEATURES)
+    if not len(re.pairs):
+        return np.zeros((0, n_f), np.float32)
+    boxes = (re.boxes if re.boxes is not None else window.bbox[re.entities[:, 0]]).astype(np.float64)  # (E, 4)
+    q, a = boxes[re.pairs[:, 0]], boxes[re.pairs[:, 1]]  # (P, 4)
+    qh, ah = np.maximum(q[:, 3] - q[:, 1], 1.0), np.maximum(a[:, 3] - a[:, 1], 1.0)
+    h = (qh + ah) / 2
+    dx_gap = (a[:, 0] - q[:, 2]) / h  # answer's left edge minus question's right edge
+    dy_gap = (a[:, 1] - q[:, 3]) / h  # answer's top minus question's bottom
+    qc = np.stack([(q[:, 0] + q[:, 2]) / 2, (q[:, 1] + q[:, 3]) / 2], 1)
+    ac = np.stack([(a[:, 0] + a[:, 2]) / 2, (a[:, 1] + a[:, 3]) / 2], 1)
+    dxc, dyc = (ac[:, 0] - qc[:, 0]) / h, (ac[:, 1] - qc[:, 1]) / h
+    # Edge-to-edge distance (0 when the boxes touch or overlap).
+    gx = np.maximum(np.maximum(a[:, 0] - q[:, 2], q[:, 0] - a[:, 2]), 0) / h
+    gy = np.maximum(np.maximum(a[:, 1] - q[:, 3], q[:, 1] - a[:, 3]), 0) / h
+    dist = np.hypot(gx, gy)
+    row = _interval_overlap(q[:, 1], q[:, 3], a[:, 1], a[:, 3])
+    col = _interval_overlap(q[:, 0], q[:, 2], a[:, 0], a[:, 2])
+    right = (dx_gap > -0.5).astype(np.float64)
+    below = (dy_gap > -0.3).astype(np.float64)
+    same_row = (row >= 0.5).astype(np.float64)
+    same_col = (col >= 0.1).astype(np.float64)
+    row_key = np.where((same_row > 0) & (right > 0), dx_gap, np.inf)  # the rule's first test
+    col_key = np.where((same_col > 0) & (below > 0), dy_gap, np.inf)  # the rule's second test
+
+    def rank(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """Rank of each pair's key among the pairs of the same group (0 = smallest), inf keys last."""
+        out = np.zeros(len(key))
+        for g in np.unique(group):
+            idx = np.flatnonzero(group == g)
+            order = np.argsort(key[idx], kind="stable")
+            out[idx[order]] = np.arange(len(idx))
+        return out
+
+    q_rank_row = np.where(np.isfinite(row_key), 1 / (1 + rank(re.pairs[:, 1], row_key)), 0.0)
+    q_rank_col = np.where(np.isfinite(col_key), 1 / (1 + rank(re.pairs[:, 1], col_key)), 0.0)
+    has_row = np.zeros(len(boxes), bool)
+    has_row[re.pairs[np.isfinite(row_key), 1]] = True
+    rule_col = (q_rank_col == 1) & ~has_row[re.pairs[:, 1]]  # the rule falls back to the column only then
+    q_rank_near = 1 / (1 + rank(re.pairs[:, 1], dist))
+    a_rank_near = 1 / (1 + rank(re.pairs[:, 0], dist))
+    # Entities strictly between the two boxes (centre inside their joint rectangle), the pair's own excluded.
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)  # (E, 2)
+    lo = np.minimum(qc, ac)
+    hi = np.maximum(qc, ac)
+    inside = ((centres[None, :, 0] > lo[:, None, 0]) & (centres[None, :, 0] < hi[:, None, 0])
+              & (centres[None, :, 1] >= lo[:, None, 1] - 1) & (centres[None, :, 1] <= hi[:, None, 1] + 1))
+    idx = np.arange(len(boxes))[None, :]
+    inside &= (idx != re.pairs[:, :1]) & (idx != re.pairs[:, 1:])
+    between = np.log1p(inside.sum(1))
+    feats = np.stack([
+        np.clip(dx_gap, -20, 20) / 10, np.clip(dy_gap, -20, 20) / 10, np.clip(dxc, -40, 40) / 20,
+        np.clip(dyc, -40, 40) / 20, np.log1p(dist), row, col, right, below, same_row, same_col,
+        q_rank_row, q_rank_near, a_rank_near, (q_rank_row == 1).astype(np.float64),
+        rule_col.astype(np.float64), between,
+        (q[:, 2] - q[:, 0]) / 1000, (a[:, 2] - a[:, 0]) / 1000, np.log(qh / ah),
+    ], axis=1)
+    return feats.astype(np.float32)

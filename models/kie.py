@@ -1,19 +1,26 @@
 """KiePredictor: OCR pages in, SER labels + entities + RE question/answer pairs out (exported models only).
 
 It runs folders written by ``models.checkpoint.export_inference`` through Paddle Inference
-(``models.paddle_infer``), never the dynamic graph. Per page, exactly PaddleOCR's inference rules:
+(``models.paddle_infer``), never the dynamic graph. Per page:
 
-1. windows from ``models.features.build_windows`` (lines must be in reading order; boxes are clipped to the
-   page so a box a few pixels outside it does not fail the page);
-2. SER on every window of every page, batched; per token ``argmax``, ``I-X`` mapped to ``B-X``; per line a
-   majority vote ``np.bincount(...).argmax()`` over its tokens (ties go to the smaller id; a line without tokens
-   is ``O``); a line cut over several windows votes over all its tokens. A line's score is the mean, over its
-   tokens, of the softmax probability of its voted class (``B-X`` + ``I-X``);
-3. non-``O`` lines become :class:`schemas.records.Entity` (one line each, reading order);
-4. RE per window on all (question, answer) candidates, question-major; keep ``argmax == 1``; walk them in
-   candidate order and keep only the first question for each answer (PaddleOCR's rule: first, not best);
-   score = softmax probability of "linked". **Pairs exist only within a window**: a question and an answer
-   in different 512-token windows of a long page are never linked.
+1. windows from ``models.features.build_windows`` (lines in reading order; boxes clipped to the page), batched
+   by similar length and cut to the longest window rounded up to 64 tokens (``models.features.batch_windows``);
+2. SER on every window of every page; the tokens' label probabilities are decoded per line
+   (``models.ser_decoding``): ``decode="vote"`` is PaddleOCR's rule (argmax, ``I-X`` read as ``B-X``, majority
+   vote per line, one entity per non-``O`` line, score = mean probability of the voted class);
+   ``decode="bio"`` is constrained BIO Viterbi per line, one entity per ``B-X I-X*`` run, so one OCR line holding
+   a key and its value becomes two entities with their own text and sub-line boxes;
+3. RE, by the kind of the RE folder:
+
+   * a PaddleOCR-layout RE model (``ReModel``): per window, all (question, answer) candidates, question-major;
+     keep ``argmax == 1``, and in candidate order only the first question for each answer (PaddleOCR's rule);
+   * a geometric RE head (``ReHeadModel``, models trained here): it reads the SER program's encoder states (one
+     encoder for SER and RE) and each pair's relative geometry (``models.features.pair_features``); for each
+     answer the most probable linked question;
+   * ``"rule"``: no model, ``models.linker.link_by_rule`` over the entities' boxes (score 1.0).
+
+   Model pairs exist only within a window: a question and an answer in different 512-token windows of a long
+   page are never linked; the rule links across windows.
 
 Thread-safe: the predictors are (models.paddle_infer) and the rest keeps no mutable state.
 """
@@ -24,48 +31,42 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from models.checkpoint import LABELS_FILE, METADATA_FILE
-from models.features import Window, build_re_inputs, build_windows, tokenize_lines
+from models.features import (
+    MODEL_INPUTS,
+    PAIR_FEATURES,
+    RE_ENTITY_LABELS,
+    Window,
+    batch_windows,
+    build_windows,
+    entity_re_inputs,
+    normalize_box,
+)
 from models.integrity import sha256_file
+from models.linker import link_by_rule
+from models.model_files import LABELS_FILE, METADATA_FILE
 from models.paddle_infer import InferenceOptions, PaddlePredictor
+from models.ser_decoding import bio_spans, split_box, token_char_spans, viterbi_bio, vote_line_labels
 from models.tokenizer import TOKENIZER_FILE, load_tokenizer
 from schemas.records import Entity, KeyValuePair, PageKie, PageOcr
 
-__all__ = ["KiePredictor", "vote_line_labels", "select_pairs"]
+__all__ = ["KiePredictor", "PageTokens", "KieEntity", "vote_line_labels", "select_pairs", "select_best_pairs",
+           "RULE", "DECODERS"]
 
 _EXTRA_FILES = (LABELS_FILE, METADATA_FILE, TOKENIZER_FILE)
 _DEFAULT_OPTIONS = InferenceOptions()
+RULE = "rule"
+"""``re_dir`` value that selects the geometric rule instead of an RE model."""
+DECODERS = ("vote", "bio")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def vote_line_labels(token_preds: Sequence[np.ndarray], to_b: np.ndarray) -> list[int]:
-    """PaddleOCR's per-line majority vote.
-
-    Args:
-        token_preds: per line, the argmax label ids of its tokens (possibly empty).
-        to_b: ``to_b[id]`` = id of the ``B-`` label of the same class (``O`` maps to itself).
-
-    Returns:
-        The voted ``B-`` (or ``O``) id of each line; 0 for a line without tokens.
-
-    >>> vote_line_labels([np.array([1, 2, 2, 3]), np.array([], int)], np.array([0, 1, 1, 3, 3]))
-    [1, 0]
-    """
-    out = []
-    for preds in token_preds:
-        if len(preds) == 0:
-            out.append(0)
-        else:
-            out.append(int(np.bincount(to_b[preds]).argmax()))
-    return out
 
 
 def select_pairs(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, float]]:
@@ -92,6 +93,25 @@ def select_pairs(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, 
     return out
 
 
+def select_best_pairs(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, float]]:
+    """For each answer, its most probable linked question (``argmax == 1``), in answer order.
+
+    >>> select_best_pairs(np.array([[0, 1], [2, 1], [2, 3]]), np.array([[0., 1.], [0., 2.], [1., 0.]]))
+    [(2, 1, 0.8807970779778823)]
+    """
+    probs = _softmax(np.asarray(logits, dtype=np.float64))
+    best: dict[int, tuple[int, float]] = {}
+    for (q, a), p in zip(np.asarray(pairs).tolist(), probs):
+        if p.argmax() == 1 and (a not in best or p[1] > best[a][1]):
+            best[a] = (int(q), float(p[1]))
+    return [(q, a, s) for a, (q, s) in sorted(best.items())]
+
+
+def _every_link(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, float]]:
+    probs = _softmax(np.asarray(logits, dtype=np.float64))
+    return [(int(q), int(a), float(p[1])) for (q, a), p in zip(np.asarray(pairs).tolist(), probs) if p.argmax() == 1]
+
+
 def _read_json(folder: Path, name: str) -> dict:
     try:
         return json.loads((folder / name).read_text())
@@ -99,8 +119,35 @@ def _read_json(folder: Path, name: str) -> dict:
         raise ValueError(f"cannot read {folder / name}: {e}") from e
 
 
-def _batches(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+@dataclass(frozen=True)
+class PageTokens:
+    """One page's windows and the SER program's outputs on them.
+
+    Attributes:
+        windows: the page's windows.
+        probs: per window, ``(T, C)`` label probabilities of its real tokens (None for a window without lines).
+        hidden: per window, ``(T, H)`` encoder states (only when a geometric RE head needs them).
+        pieces: per page line, its sentencepiece pieces.
+    """
+
+    windows: list[Window]
+    probs: list[np.ndarray | None]
+    hidden: list[np.ndarray | None]
+    pieces: list[list[str]]
+
+
+@dataclass(frozen=True)
+class KieEntity:
+    """A decoded entity before it becomes a record: where its tokens are, for RE."""
+
+    label: str
+    text: str
+    box: tuple[int, int, int, int]
+    score: float
+    line: int
+    window: int
+    start: int
+    end: int
 
 
 class KiePredictor:
@@ -113,47 +160,63 @@ class KiePredictor:
     """
 
     def __init__(self, ser: PaddlePredictor, labels: list[str], tokenizer, max_len: int,  # noqa: ANN001
-                 re: PaddlePredictor | None = None, batch_size: int = 8) -> None:
+                 re: PaddlePredictor | str | None = None, *, re_kind: str = "paddleocr", decode: str = "vote",
+                 batch_size: int = 8, multiple: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
             raise ValueError(f"SER labels must start with 'O', got {labels}")
-        self.ser, self.re = ser, re
+        if decode not in DECODERS:
+            raise ValueError(f"decode={decode!r}, expected one of {DECODERS}")
+        if re_kind not in ("paddleocr", "geo", RULE):
+            raise ValueError(f"re_kind={re_kind!r}, expected 'paddleocr', 'geo' or 'rule'")
+        self.ser, self.re, self.re_kind = ser, (None if re == RULE else re), (RULE if re == RULE else re_kind)
+        self.linking = re is not None
         self.labels = list(labels)
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.batch_size = batch_size
+        self.decode = decode
+        self.multiple = multiple
         index = {n: i for i, n in enumerate(self.labels)}
         self._to_b = np.array([index.get("B-" + n[2:], i) if n.startswith("I-") else i
                                for i, n in enumerate(self.labels)], dtype=np.int64)
         self._class_of = [n[2:] if n[:2] in ("B-", "I-") else "O" for n in self.labels]
-        self.version = f"ser={ser.version}" + (f";re={re.version}" if re is not None else "")
+        re_version = "" if re is None else ";re=rule" if re == RULE else f";re={self.re.version}"
+        self.version = f"ser={ser.version}" + re_version + (";decode=bio" if decode == "bio" else "")
 
     @classmethod
     def from_dirs(cls, ser_dir: str | os.PathLike, re_dir: str | os.PathLike | None = None, *,
-                  inference: InferenceOptions = _DEFAULT_OPTIONS, batch_size: int = 8) -> KiePredictor:
+                  inference: InferenceOptions = _DEFAULT_OPTIONS, batch_size: int = 8,
+                  decode: str | None = None) -> KiePredictor:
         """Loads exported SER (and RE) folders, each verified against its ``SHA256SUMS`` first.
 
         Args:
             ser_dir: exported SER folder (``models.checkpoint.export_inference``).
-            re_dir: exported RE folder, or None for no pairs.
+            re_dir: exported RE folder (PaddleOCR layout or a geometric head), ``"rule"`` for the geometric rule,
+                or None for no pairs.
             inference: device / oneDNN / threads / ``allow_unverified``.
             batch_size: windows per model call.
+            decode: ``"vote"`` or ``"bio"``; default: the SER folder's ``metadata.json`` ``decode`` (``bio`` for
+                models trained here), else ``"vote"`` (PaddleOCR's).
 
         Returns:
             The predictor.
 
         Raises:
-            ValueError: a folder that fails verification, is not the right task, or an RE model whose
-                tokenizer or window length differ from the SER model's.
+            ValueError: a folder that fails verification, is not the right task, an RE model whose tokenizer or
+                window length differ from the SER model's, or a geometric head trained on another encoder.
         """
         ser = PaddlePredictor(ser_dir, inference, extra_files=_EXTRA_FILES)
         ser_dir = Path(ser_dir)
         meta, labels = _read_json(ser_dir, METADATA_FILE), _read_json(ser_dir, LABELS_FILE)
         if labels.get("task") != "ser":
             raise ValueError(f"{ser_dir / LABELS_FILE} is for task {labels.get('task')!r}, expected 'ser'")
-        re = None
-        if re_dir is not None:
+        re: PaddlePredictor | str | None = None
+        re_kind, re_meta = "paddleocr", {}
+        if re_dir is not None and str(re_dir) == RULE:
+            re = RULE
+        elif re_dir is not None:
             re = PaddlePredictor(re_dir, inference, extra_files=_EXTRA_FILES)
             re_dir = Path(re_dir)
             re_meta = _read_json(re_dir, METADATA_FILE)
@@ -164,32 +227,157 @@ class KiePredictor:
                                  f"{ser_dir / TOKENIZER_FILE}; both models must share one tokenizer")
             if re_meta.get("max_len") != meta.get("max_len"):
                 raise ValueError(f"RE max_len {re_meta.get('max_len')} != SER max_len {meta.get('max_len')}")
+            if re_meta.get("re_head") == "geo":
+                re_kind = "geo"
+                want = (re_meta.get("encoder") or {}).get("fingerprint")
+                if not want or want != meta.get("encoder_fingerprint"):
+                    raise ValueError(f"the RE head {re_dir} reads the encoder states of the SER model it was trained "
+                                     f"on (fingerprint {str(want)[:12]}...), but {ser_dir} holds another encoder "
+                                     f"({str(meta.get('encoder_fingerprint'))[:12]}...)")
+                if list(re_meta.get("pair_features", [])) != list(PAIR_FEATURES):
+                    raise ValueError(f"{re_dir / METADATA_FILE}: pair_features differ from this version's")
+        # Programs exported by this version take any window length; older ones (and PaddleOCR's) only max_len.
+        dynamic = bool(meta.get("dynamic_length")) and (re is None or re == RULE or bool(re_meta.get("dynamic_length")))
         return cls(ser, labels["labels"], load_tokenizer(ser_dir), int(meta.get("max_len", 512)), re,
-                   batch_size=batch_size)
+                   re_kind=re_kind, decode=decode or meta.get("decode", "vote"), batch_size=batch_size,
+                   multiple=64 if dynamic else 0)
 
-    def _ser(self, windows: list[Window]) -> list[np.ndarray]:
-        """Softmax probabilities ``(L, C)`` of each window."""
-        out = []
-        for batch in _batches(windows, self.batch_size):
-            logits = self.ser.run([np.stack([getattr(w, f) for w in batch]) for f in
-                                   ("input_ids", "bbox", "attention_mask", "token_type_ids")])[0]
-            out.extend(_softmax(logits.astype(np.float64)))
+    # ------------------------------------------------------------------------------------------- SER
+
+    def tokens(self, pages: Sequence[PageOcr]) -> list[PageTokens]:
+        """Windows of each page and the SER program's probabilities (and encoder states) on them."""
+        pieces = [[self.tokenizer.tokenize(ln.text) if ln.text else [] for ln in page.lines] for page in pages]
+        page_windows = []
+        for page, page_pieces in zip(pages, pieces):
+            ids = [list(self.tokenizer.convert_tokens_to_ids(p)) if p else [] for p in page_pieces]
+            page_windows.append(build_windows([ln.text for ln in page.lines], [ln.box for ln in page.lines],
+                                              page.width, page.height, None, max_len=self.max_len, clip=True,
+                                              token_ids=ids))
+        flat = [(p, i) for p, ws in enumerate(page_windows) for i, w in enumerate(ws) if w.line_ids]
+        flat.sort(key=lambda x: page_windows[x[0]][x[1]].num_tokens)  # similar lengths share a batch
+        probs: list[list[np.ndarray | None]] = [[None] * len(ws) for ws in page_windows]
+        hidden: list[list[np.ndarray | None]] = [[None] * len(ws) for ws in page_windows]
+        keep_hidden = self.re_kind == "geo"
+        for s in range(0, len(flat), self.batch_size):
+            chunk = flat[s:s + self.batch_size]
+            batch = batch_windows([page_windows[p][i] for p, i in chunk], multiple=self.multiple)
+            outs = self.ser.run([batch[k] for k in MODEL_INPUTS])
+            logits = outs[0]
+            for row, (p, i) in enumerate(chunk):
+                n = page_windows[p][i].num_tokens
+                probs[p][i] = _softmax(logits[row, :n].astype(np.float64))
+                if keep_hidden:
+                    if len(outs) < 2:
+                        raise ValueError("the SER program outputs no encoder states; re-export it with this version "
+                                         "to use a geometric RE head")
+                    hidden[p][i] = outs[1][row, :n]
+        return [PageTokens(ws, pr, hd, pc) for ws, pr, hd, pc in zip(page_windows, probs, hidden, pieces)]
+
+    def _line_tokens(self, page: PageOcr, toks: PageTokens) -> list[list[tuple[int, int, int]]]:
+        """Per line, its pieces' places: ``(window, start, end)`` token ranges in window order."""
+        places: list[list[tuple[int, int, int]]] = [[] for _ in page.lines]
+        for i, w in enumerate(toks.windows):
+            for k, (s, e) in zip(w.line_ids, w.line_spans):
+                places[k].append((i, s, e))
+        return places
+
+    def entities(self, page: PageOcr, toks: PageTokens,
+                 decode: str | None = None) -> tuple[list[str], list[float], list[KieEntity]]:
+        """Decodes one page: ``(line labels, line scores, entities)`` (``decode`` overrides the predictor's)."""
+        decode = decode or self.decode
+        names, scores, ents = [], [], []
+        for k, (line, places) in enumerate(zip(page.lines, self._line_tokens(page, toks))):
+            if not places:
+                names.append("O")
+                scores.append(0.0)
+                continue
+            pr = np.concatenate([toks.probs[i][s:e] for i, s, e in places])
+            w0, s0, e0 = places[0]
+            if decode == "vote":
+                cls = self._class_of[vote_line_labels([pr.argmax(-1)], self._to_b)[0]]
+                same = [i for i, c in enumerate(self._class_of) if c == cls]
+                score = float(pr[:, same].sum(axis=1).mean())
+                names.append(cls)
+                scores.append(score)
+                if cls != "O":
+                    ents.append(KieEntity(cls, line.text, tuple(line.box), score, k, w0, s0, e0))
+                continue
+            spans = bio_spans(viterbi_bio(pr, self.labels), pr, self.labels)
+            longest = max(spans, key=lambda sp: sp.end - sp.start, default=None)
+            names.append(longest.label if longest else "O")
+            scores.append(longest.score if longest else float(pr[:, 0].mean()))
+            chars = token_char_spans(toks.pieces[k], line.text) if len(spans) > 1 else []
+            for sp in spans:
+                if len(spans) == 1:
+                    text, box = line.text, tuple(line.box)
+                else:
+                    c0, c1 = chars[sp.start][0], chars[sp.end - 1][1]
+                    text = line.text[c0:c1].strip() or line.text
+                    box = split_box(line.box, len(line.text), c0, c1, line.char_x)
+                # The entity's tokens in the window of its first token (a line is cut only beyond max_len tokens).
+                offset, wi, s, e = 0, *places[0]
+                for wi, s, e in places:  # noqa: B007 (the loop finds the window holding the span's first token)
+                    if sp.start < offset + (e - s):
+                        break
+                    offset += e - s
+                start = s + sp.start - offset
+                ents.append(KieEntity(sp.label, text, box, sp.score, k, wi, start, min(e, start + sp.end - sp.start)))
+        return names, scores, ents
+
+    # ------------------------------------------------------------------------------------------- RE
+
+    def relate(self, page: PageOcr, toks: PageTokens, ents: Sequence[KieEntity], *,
+               every_link: bool = False) -> list[tuple[int, int, float]]:
+        """Links a page's entities: ``(question index, answer index, score)`` into ``ents``.
+
+        Args:
+            page / toks: the page and its :meth:`tokens`.
+            ents: the entities to link (decoded, or gold ones for evaluation).
+            every_link: return every candidate the model calls linked (``argmax == 1``; PaddleOCR's RE metric)
+                instead of one question per answer.
+        """
+        if not self.linking:
+            return []
+        if self.re_kind == RULE:
+            return [(q, a, 1.0) for q, a in link_by_rule([e.box for e in ents], [e.label for e in ents])]
+        items = []
+        for i, w in enumerate(toks.windows):
+            members = [j for j, e in enumerate(ents) if e.window == i and e.label in RE_ENTITY_LABELS]
+            if not members:
+                continue
+            spans = [(ents[j].start, ents[j].end, RE_ENTITY_LABELS[ents[j].label]) for j in members]
+            boxes = [normalize_box(ents[j].box, page.width, page.height, clip=True) for j in members]
+            r = entity_re_inputs(spans, members, boxes=boxes)
+            if len(r.pairs):
+                items.append((i, w, r))
+        links: list[tuple[int, int, float]] = []
+        geo = self.re_kind == "geo"
+        for s in range(0, len(items), self.batch_size):
+            chunk = items[s:s + self.batch_size]
+            batch = batch_windows([w for _, w, _ in chunk], re=[r for _, _, r in chunk], geometry=geo,
+                                  multiple=self.multiple)
+            if geo:
+                t = batch["input_ids"].shape[1]
+                hid = np.zeros((len(chunk), t, toks.hidden[chunk[0][0]].shape[1]), np.float32)
+                for b, (i, _, _) in enumerate(chunk):
+                    hid[b, :len(toks.hidden[i])] = toks.hidden[i]
+                logits = self.re.run([hid, batch["entities"], batch["pairs"], batch["pair_features"]])[0]
+            else:
+                logits = self.re.run([batch[k] for k in MODEL_INPUTS] + [batch["entities"], batch["pairs"]])[0]
+            for b, (_, _, r) in enumerate(chunk):
+                pick = _every_link if every_link else select_best_pairs if geo else select_pairs
+                links += [(r.entity_line_ids[q], r.entity_line_ids[a], sc)
+                          for q, a, sc in pick(r.pairs, logits[b, :len(r.pairs)])]
+        if every_link:
+            return links
+        used, out = set(), []
+        for q, a, sc in links:  # windows in order; one question per answer over the page
+            if a not in used:
+                used.add(a)
+                out.append((q, a, sc))
         return out
 
-    def _re(self, items: list[tuple[Window, np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """Pair logits ``(P, 2)`` of each (window, entities, pairs) item."""
-        out = []
-        for batch in _batches(items, self.batch_size):
-            n_ent = max(len(e) for _, e, _ in batch)
-            n_pair = max(len(p) for _, _, p in batch)
-            ents = np.full((len(batch), n_ent, 3), -1, np.int64)
-            pairs = np.full((len(batch), n_pair, 2), -1, np.int64)
-            for i, (_, e, p) in enumerate(batch):
-                ents[i, :len(e)], pairs[i, :len(p)] = e, p
-            logits = self.re.run([np.stack([getattr(w, f) for w, _, _ in batch]) for f in
-                                  ("input_ids", "bbox", "attention_mask", "token_type_ids")] + [ents, pairs])[0]
-            out.extend(logits[i, :len(p)] for i, (_, _, p) in enumerate(batch))
-        return out
+    # ------------------------------------------------------------------------------------------- pages
 
     def __call__(self, pages: Sequence[PageOcr]) -> list[PageKie]:
         """Runs SER (and RE) over pages.
@@ -200,72 +388,18 @@ class KiePredictor:
         Returns:
             One :class:`schemas.records.PageKie` per page, in order.
         """
-        page_windows = []
-        for page in pages:
-            texts = [ln.text for ln in page.lines]
-            page_windows.append(build_windows(texts, [ln.box for ln in page.lines], page.width, page.height,
-                                              None, max_len=self.max_len, clip=True,
-                                              token_ids=tokenize_lines(texts, self.tokenizer)))
-        flat = [(p, w) for p, ws in enumerate(page_windows) for w in ws if w.line_ids]
         t0 = time.perf_counter()
-        probs = self._ser([w for _, w in flat])
-        ser_ms = (time.perf_counter() - t0) * 1000 / max(len(flat), 1)
-
-        # Per page: every line's token argmaxes and voted-class probabilities, over all its windows.
-        token_preds = [[[] for _ in page.lines] for page in pages]
-        token_probs = [[[] for _ in page.lines] for page in pages]
-        for (p, w), pr in zip(flat, probs):
-            for k, (s, e) in zip(w.line_ids, w.line_spans):
-                token_preds[p][k].append(pr[s:e].argmax(-1))
-                token_probs[p][k].append(pr[s:e])
+        all_toks = self.tokens(pages)
+        ser_ms = (time.perf_counter() - t0) * 1000 / max(len(pages), 1)
         results = []
-        re_items: list[tuple[int, Window, np.ndarray, np.ndarray, tuple[int, ...]]] = []
-        page_lines = []
-        for p in range(len(pages)):
-            preds = [np.concatenate(x) if x else np.zeros(0, np.int64) for x in token_preds[p]]
-            voted = vote_line_labels(preds, self._to_b)
-            names, scores = [], []
-            for k, v in enumerate(voted):
-                cls = self._class_of[v]
-                names.append(cls)
-                if token_probs[p][k]:
-                    pr = np.concatenate(token_probs[p][k])
-                    same = [i for i, c in enumerate(self._class_of) if c == cls]
-                    scores.append(float(pr[:, same].sum(axis=1).mean()))
-                else:
-                    scores.append(0.0)
-            page_lines.append((names, scores))
-            if self.re is not None:
-                for w in page_windows[p]:
-                    r = build_re_inputs(w, names)
-                    if len(r.pairs):
-                        re_items.append((p, w, r.entities, r.pairs, r.entity_line_ids))
-        t0 = time.perf_counter()
-        re_logits = self._re([(w, e, pr) for _, w, e, pr, _ in re_items]) if re_items else []
-        re_ms = (time.perf_counter() - t0) * 1000 / max(len(re_items), 1)
-
-        links: list[list[tuple[int, int, float]]] = [[] for _ in pages]
-        for (p, _, _, pairs, ent_lines), logits in zip(re_items, re_logits):
-            links[p].extend((ent_lines[q], ent_lines[a], s) for q, a, s in select_pairs(pairs, logits))
-        for p, page in enumerate(pages):
-            names, scores = page_lines[p]
-            entities, entity_of_line = [], {}
-            for k, (name, score) in enumerate(zip(names, scores)):
-                if name == "O":
-                    continue
-                line = page.lines[k]
-                entity_of_line[k] = len(entities)
-                entities.append(Entity(entity_id=len(entities), label=name, text=line.text, box=tuple(line.box),
-                                       score=score, line_ids=(k,)))
-            kv, used = [], set()
-            for q_line, a_line, s in links[p]:  # windows in order; one question per answer over the page
-                if a_line in used:
-                    continue
-                used.add(a_line)
-                kv.append(KeyValuePair(question_id=entity_of_line[q_line], answer_id=entity_of_line[a_line], score=s))
-            n_win = len(page_windows[p])
-            n_run = sum(1 for q, _ in flat if q == p)
-            n_re = sum(1 for it in re_items if it[0] == p)
-            results.append(PageKie(line_labels=tuple(names), line_scores=tuple(scores), entities=tuple(entities),
-                                   pairs=tuple(kv), windows=n_win, ser_ms=ser_ms * n_run, re_ms=re_ms * n_re))
+        for page, toks in zip(pages, all_toks):
+            names, scores, ents = self.entities(page, toks)
+            t1 = time.perf_counter()
+            links = self.relate(page, toks, ents)
+            re_ms = (time.perf_counter() - t1) * 1000
+            entities = tuple(Entity(entity_id=j, label=e.label, text=e.text, box=e.box, score=e.score,
+                                    line_ids=(e.line,)) for j, e in enumerate(ents))
+            pairs = tuple(KeyValuePair(question_id=q, answer_id=a, score=s) for q, a, s in links)
+            results.append(PageKie(line_labels=tuple(names), line_scores=tuple(scores), entities=entities,
+                                   pairs=pairs, windows=len(toks.windows), ser_ms=ser_ms, re_ms=re_ms))
         return results

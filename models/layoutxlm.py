@@ -33,7 +33,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 __all__ = ["LayoutXLMConfig", "LayoutXLMModel", "SerModel", "SerOutput", "ReModel", "ReOutput",
-           "REDecoder", "BiaffineAttention", "IGNORE_INDEX"]
+           "REDecoder", "BiaffineAttention", "GeoREDecoder", "ReHeadModel", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
 
@@ -504,3 +504,107 @@ class ReModel(nn.Layer):
             per_doc = (ce * valid).sum(axis=1) / valid.sum(axis=1).clip(min=1.0)
             loss = per_doc.sum()
         return ReOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+
+# ----------------------------------------------------------------------------------------------- geometric RE head
+
+
+def _pair_loss(logits: paddle.Tensor, pairs: paddle.Tensor, pair_labels: paddle.Tensor) -> paddle.Tensor:
+    """Cross-entropy mean over each window's valid pairs, summed over the batch (PaddleNLP's RE loss)."""
+    valid = (pairs[:, :, 0] >= 0).astype(logits.dtype)  # (B, P)
+    ce = F.cross_entropy(logits.reshape([-1, 2]), pair_labels.clip(min=0).reshape([-1, 1]).astype("int64"),
+                         reduction="none").reshape(valid.shape)  # (B, P)
+    return ((ce * valid).sum(axis=1) / valid.sum(axis=1).clip(min=1.0)).sum()
+
+
+class GeoREDecoder(nn.Layer):
+    """A layout-aware relation head for models trained here (not a PaddleOCR layout).
+
+    An entity is ``[hidden of its first token ; mean hidden over its tokens ; label embedding]``; the two ends go
+    through PaddleNLP-style 2-layer ReLU projections, and the pair's relative geometry
+    (``models.features.pair_features``) through a small MLP. Logits = biaffine(head, tail) + an MLP over
+    ``[head ; tail ; geometry]``, 2 classes.
+
+    Args:
+        hidden_size: the encoder's width.
+        num_pair_features: the length of a pair's geometry vector.
+        dropout: dropout inside the head.
+        geo_size: width of the geometry MLP.
+    """
+
+    def __init__(self, hidden_size: int, num_pair_features: int, dropout: float, geo_size: int = 64) -> None:
+        super().__init__()
+        half = hidden_size // 2
+        self.entity_emb = nn.Embedding(3, hidden_size)
+        self.ffnn_head = nn.Sequential(nn.Linear(3 * hidden_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
+                                       nn.Linear(hidden_size, half), nn.ReLU(), nn.Dropout(dropout))
+        self.ffnn_tail = nn.Sequential(nn.Linear(3 * hidden_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
+                                       nn.Linear(hidden_size, half), nn.ReLU(), nn.Dropout(dropout))
+        self.geo = nn.Sequential(nn.Linear(num_pair_features, geo_size), nn.ReLU(),
+                                 nn.Linear(geo_size, geo_size), nn.ReLU())
+        self.pair_mlp = nn.Sequential(nn.Linear(2 * half + geo_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
+                                      nn.Linear(hidden_size, 2))
+        self.rel_classifier = BiaffineAttention(half, 2)
+
+    def forward(self, seq: paddle.Tensor, entities: paddle.Tensor, pairs: paddle.Tensor,
+                pair_features: paddle.Tensor) -> paddle.Tensor:
+        """Pair logits ``(B, P, 2)``.
+
+        Args:
+            seq: sequence output ``(B, L, H)``.
+            entities: ``(B, E, 3)`` rows ``(start, end, label)``, -1 padding.
+            pairs: ``(B, P, 2)`` ``(question, answer)`` entity indices, -1 padding (padded pairs get meaningless
+                logits; mask them).
+            pair_features: ``(B, P, F)`` float32 geometry of each pair.
+        """
+        batch, hidden = paddle.shape(seq)[0], seq.shape[-1]
+        ent = entities.clip(min=0)
+        prs = pairs.clip(min=0)
+        # Prefix sums give every span's mean in one gather: mean = (cs[end] - cs[start]) / (end - start).
+        cs = paddle.concat([paddle.zeros_like(seq[:, :1]), paddle.cumsum(seq, axis=1)], axis=1)  # (B, L+1, H)
+
+        def represent(side: int) -> paddle.Tensor:
+            idx = prs[:, :, side]  # (B, P)
+            start = paddle.take_along_axis(ent[:, :, 0], idx, axis=1)  # (B, P)
+            end = paddle.maximum(paddle.take_along_axis(ent[:, :, 1], idx, axis=1), start + 1)
+            label = paddle.take_along_axis(ent[:, :, 2], idx, axis=1)
+            first = paddle.take_along_axis(seq, start.unsqueeze(-1), axis=1)  # (B, P, H)
+            total = (paddle.take_along_axis(cs, end.unsqueeze(-1), axis=1)
+                     - paddle.take_along_axis(cs, start.unsqueeze(-1), axis=1))
+            mean = total / (end - start).astype(seq.dtype).unsqueeze(-1)
+            return paddle.concat([first, mean, self.entity_emb(label)], axis=-1).reshape([-1, 3 * hidden])
+
+        heads = self.ffnn_head(represent(0))  # (B*P, H/2)
+        tails = self.ffnn_tail(represent(1))
+        geo = self.geo(pair_features.reshape([-1, pair_features.shape[-1]]))  # (B*P, G)
+        logits = self.rel_classifier(heads, tails) + self.pair_mlp(paddle.concat([heads, tails, geo], axis=-1))
+        return logits.reshape([batch, -1, 2])
+
+
+class ReHeadModel(nn.Layer):
+    """The geometric RE head alone, on the hidden states of a (shared) SER encoder.
+
+    One encoder serves SER and RE: the exported SER program also outputs its last hidden states, and this head
+    reads them, so a page runs the encoder once and the RE folder holds only the head. The parameter names are
+    ``extractor.*``; the head records which encoder it was trained on (``models.checkpoint``).
+
+    Args:
+        config: the encoder's config (its ``hidden_size``; ``hidden_dropout_prob`` is the head's dropout).
+        num_pair_features: length of a pair's geometry vector.
+    """
+
+    def __init__(self, config: LayoutXLMConfig, num_pair_features: int) -> None:
+        if not paddle.in_dynamic_mode():
+            paddle.disable_static()
+        super().__init__()
+        self.config = config
+        self.num_pair_features = num_pair_features
+        self.extractor = GeoREDecoder(config.hidden_size, num_pair_features, config.hidden_dropout_prob)
+        _init_weights(self.extractor.entity_emb, config.initializer_range)
+
+    def forward(self, hidden: paddle.Tensor, entities: paddle.Tensor, pairs: paddle.Tensor,
+                pair_features: paddle.Tensor, pair_labels: paddle.Tensor | None = None) -> ReOutput:
+        """Pair logits (and the loss when ``pair_labels`` are given) from encoder states ``(B, L, H)``."""
+        logits = self.extractor(hidden, entities, pairs, pair_features)
+        loss = _pair_loss(logits, pairs, pair_labels) if pair_labels is not None else None
+        return ReOutput(loss=loss, logits=logits, hidden_states=[hidden])

@@ -195,7 +195,7 @@ class OcrPredictor:
             det_scores.append(scores)
 
         start = time.perf_counter()
-        recognised = self.recognizer(crops) if crops else []
+        recognised = self.recognizer.recognize(crops) if crops else []
         rec_total_ms = (time.perf_counter() - start) * 1000.0
 
         results: list[PageOcr] = []
@@ -203,8 +203,8 @@ class OcrPredictor:
         for page, boxes, scores, page_det_ms in zip(pages, polygons, det_scores, det_ms):
             texts = recognised[cursor:cursor + len(boxes)]
             cursor += len(boxes)
-            lines = [_to_line(text, conf, box, det_score)
-                     for (text, conf), box, det_score in zip(texts, boxes, scores)
+            lines = [_to_line(text, conf, box, det_score, char_x)
+                     for (text, conf, char_x), box, det_score in zip(texts, boxes, scores)
                      if conf >= self.config.drop_score]
             # every line takes part in the sort; empty texts are skipped later, while encoding (as PaddleOCR)
             lines = [lines[i] for i in order_lines([line.box for line in lines], method=self.config.order_method)]
@@ -214,9 +214,10 @@ class OcrPredictor:
         return results
 
 
-def _to_line(text: str, conf: float, box: np.ndarray, det_score: float) -> OcrLine:
+def _to_line(text: str, conf: float, box: np.ndarray, det_score: float, char_x: tuple[float, ...] = ()) -> OcrLine:
     """One recognised box as an :class:`OcrLine` (box = PaddleOCR's ``trans_poly_to_bbox``)."""
     xs, ys = box[:, 0], box[:, 1]
     polygon = tuple((float(x), float(y)) for x, y in box)
     return OcrLine(text=text, score=float(conf), polygon=polygon,  # type: ignore[arg-type]
-                   box=(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), det_score=float(det_score))
+                   box=(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), det_score=float(det_score),
+                   char_x=tuple(char_x) if len(char_x) == len(text) else ())

@@ -136,15 +136,18 @@ def load_char_dict(path: str | Path, use_space_char: bool = True) -> list[str]:
     return ["blank", *chars]
 
 
-def ctc_greedy_decode(probs: np.ndarray, charset: Sequence[str]) -> list[tuple[str, float]]:
+def ctc_greedy_decode(probs: np.ndarray, charset: Sequence[str], *,
+                      with_steps: bool = False) -> list[tuple[str, float]] | list[tuple[str, float, tuple[int, ...]]]:
     """CTC greedy decoding as PaddleOCR's ``CTCLabelDecode``.
 
     Args:
         probs: ``(B, T, C)`` per-step class probabilities (the model's softmax output).
         charset: index -> character, index 0 the blank.
+        with_steps: also return, per character, the time step that emitted it.
 
     Returns:
-        One ``(text, confidence)`` per batch row; confidence is the mean probability of the kept steps.
+        One ``(text, confidence)`` per batch row (``(text, confidence, steps)`` with ``with_steps``); confidence
+        is the mean probability of the kept steps.
     """
     idx = probs.argmax(axis=2)  # (B, T)
     prob = probs.max(axis=2)  # (B, T)
@@ -153,9 +156,13 @@ def ctc_greedy_decode(probs: np.ndarray, charset: Sequence[str]) -> list[tuple[s
         keep = np.ones(len(row_idx), dtype=bool)
         keep[1:] = row_idx[1:] != row_idx[:-1]
         keep &= row_idx != 0
-        text = "".join(charset[i] for i in row_idx[keep])
+        chars = [charset[i] for i in row_idx[keep]]
         conf = float(np.mean(row_prob[keep])) if keep.any() else 0.0
-        results.append((text, conf))
+        if with_steps:  # a dictionary entry may be several characters: each gets its step
+            steps = tuple(int(t) for t, c in zip(np.flatnonzero(keep), chars) for _ in c)
+            results.append(("".join(chars), conf, steps))
+        else:
+            results.append(("".join(chars), conf))
     return results
 
 
@@ -234,8 +241,21 @@ class TextRecognizer:
         Returns:
             ``(text, confidence)`` per crop, in input order.
         """
+        return [(text, conf) for text, conf, _ in self.recognize(crops)]
+
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float, tuple[float, ...]]]:
+        """Recognises text crops, with each character's position.
+
+        Args:
+            crops: ``(h, w, 3)`` uint8 BGR crops.
+
+        Returns:
+            ``(text, confidence, char_x)`` per crop, in input order; ``char_x`` holds each character's centre as
+            a fraction (0..1) of the crop's width: its CTC step's centre, mapped from the padded model input
+            back onto the resized crop.
+        """
         _, height, width = self.image_shape
-        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        results: list[tuple[str, float, tuple[float, ...]]] = [("", 0.0, ())] * len(crops)
         order = np.argsort(np.array([c.shape[1] / float(c.shape[0]) for c in crops]))
         for start in range(0, len(crops), self.batch_num):
             members = order[start:start + self.batch_num]
@@ -245,7 +265,11 @@ class TextRecognizer:
             if self.pad_batch and len(members) < self.batch_num:  # blank rows, decoded and dropped
                 fill = np.zeros((self.batch_num - len(members), *batch.shape[1:]), dtype=batch.dtype)
                 batch = np.concatenate([batch, fill])
-            decoded = ctc_greedy_decode(self._forward(batch), self.charset)  # batch: (b, 3, H, W')
-            for i, res in zip(members, decoded):
-                results[int(i)] = res
+            probs = self._forward(batch)  # batch: (b, 3, H, W') -> (b, T, C)
+            px_per_step = batch.shape[3] / probs.shape[1]
+            for i, (text, conf, steps) in zip(members, ctc_greedy_decode(probs, self.charset, with_steps=True)):
+                h, w = crops[i].shape[:2]
+                resized_w = max(min(int(height * max_ratio), int(math.ceil(height * w / float(h)))), 1)
+                char_x = tuple(min(max((t + 0.5) * px_per_step / resized_w, 0.0), 1.0) for t in steps)
+                results[int(i)] = (text, conf, char_x)
         return results

@@ -26,6 +26,8 @@ class OcrLine:
         box: axis-aligned ``(x0, y0, x1, y1)`` pixels, ``int(min)`` / ``int(max)`` of the polygon
             (PaddleOCR's ``trans_poly_to_bbox``).
         det_score: detection box score in [0, 1] (mean probability inside the box).
+        char_x: per character of ``text``, its centre as a fraction (0..1) of the line's width, from the CTC
+            step that emitted it (empty when unknown); used to cut sub-line entity boxes.
     """
 
     text: str
@@ -33,6 +35,7 @@ class OcrLine:
     polygon: Polygon
     box: Box
     det_score: float = 1.0
+    char_x: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,22 +89,30 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    config = train_config_from_args(args)
+    if config.re_head == "geo":  # the geometric RE head trains on a SER model's frozen encoder
+        from training.re_head import train_re_head
+
+        print(json.dumps(train_re_head(config)))
+        return 0
     from training.train import main as train_main
 
-    result = train_main(train_config_from_args(args), progress_every_s=args.progress_every_s,
+    result = train_main(config, progress_every_s=args.progress_every_s,
                         progress_every_steps=args.progress_every_steps, visualdl_dir=args.visualdl_dir)
     print(json.dumps(result))
     return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="SER / RE Hmean of a checkpoint on a manifest split (gold OCR)")
-    p.add_argument("--checkpoint", help="checkpoint folder (e.g. runs/ser/best)")
+    p = sub.add_parser("evaluate", help="the KIE report of a SER (+ RE) model on a manifest split, or the Hmean "
+                                        "of a training checkpoint")
+    p.add_argument("--checkpoint", help="training checkpoint folder (e.g. runs/ser/best): its SER or RE Hmean with "
+                                        "gold OCR; an exported folder gives the full report (as --ser_dir)")
+    p.add_argument("--ser_dir", help="SER folder, exported or a checkpoint: the full report (training.report)")
+    p.add_argument("--re_dir", help="RE folder (exported or checkpoint), or 'rule'; the rule's rows always show")
     p.add_argument("--end2end", action="store_true",
-                   help="OCR + SER from the split's images (needs --ser_dir) instead of gold-OCR Hmean")
-    p.add_argument("--ser_dir", help="exported SER folder (--end2end)")
-    p.add_argument("--re_dir", help="exported RE folder (--end2end)")
-    p.add_argument("--limit", type=int, default=0, help="at most this many pages (--end2end)")
+                   help="report: also OCR the split's page images and score pairs and entities end to end")
+    p.add_argument("--limit", type=int, default=0, help="report: at most this many documents")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", help="write the metrics JSON here")
@@ -117,15 +125,27 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_checkpoint, evaluate_end2end_split
+    from training.evaluate import evaluate_checkpoint
     from training.metrics import PRF, format_table
 
+    exported = args.checkpoint and any((Path(args.checkpoint) / f).exists()
+                                       for f in ("inference.json", "inference.pdmodel"))
+    if args.ser_dir or exported:
+        from training.report import evaluate_report, format_report
+
+        report = evaluate_report(args.ser_dir or args.checkpoint, args.re_dir, args.manifest, args.split,
+                                 end2end=args.end2end, limit=args.limit)
+        print(format_report(report))
+        text = json.dumps(report, indent=2, default=str)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        else:
+            print(text)
+        return 0
     if args.end2end:
-        if not args.ser_dir:
-            raise ValueError("--end2end needs --ser_dir")
-        metrics = evaluate_end2end_split(args.manifest, args.split, args.ser_dir, args.re_dir, limit=args.limit)
-    elif not args.checkpoint:
-        raise ValueError("evaluate needs --checkpoint (or --end2end with --ser_dir)")
+        raise ValueError("--end2end needs --ser_dir")
+    if not args.checkpoint:
+        raise ValueError("evaluate needs --checkpoint or --ser_dir")
     else:
         metrics = evaluate_checkpoint(args.checkpoint, args.manifest, args.split, batch_size=args.batch_size,
                                       allow_unverified=args.allow_unverified_models,
@@ -167,9 +187,11 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     v.add_argument("manifest")
     v.add_argument("--strict", action="store_true", help="exit 1 if anything is skipped")
     v.set_defaults(func=_run_validate)
-    for kind in ("xfund", "funsd"):
-        c = s.add_parser(f"convert-{kind}", help=f"convert {kind.upper()} annotations to a label shard")
-        c.add_argument("source", help="XFUND release JSON" if kind == "xfund" else "FUNSD annotations folder")
+    sources = {"xfund": "XFUND release JSON", "xfun-normalize": "PaddleOCR's legacy xfun_normalize_*.json",
+               "funsd": "FUNSD annotations folder"}
+    for kind, source in sources.items():
+        c = s.add_parser(f"convert-{kind}", help=f"convert {source} annotations to a label shard")
+        c.add_argument("source", help=source)
         c.add_argument("out", help="output label file; page sizes go to OUT.sizes.json")
         c.set_defaults(func=_run_convert, kind=kind)
 
@@ -241,9 +263,11 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from training.shards import funsd_to_documents, write_shard, xfund_release_to_documents
+    from training.shards import funsd_to_documents, write_shard, xfun_normalize_to_documents, xfund_release_to_documents
 
-    docs = xfund_release_to_documents(args.source) if args.kind == "xfund" else funsd_to_documents(args.source)
+    convert = {"xfund": xfund_release_to_documents, "xfun-normalize": xfun_normalize_to_documents,
+               "funsd": funsd_to_documents}[args.kind]
+    docs = convert(args.source)
     n = write_shard(docs, args.out, sizes_uri=f"{args.out}.sizes.json")
     print(f"wrote {args.out}: {n} documents")
     return 0

@@ -83,6 +83,10 @@ class TrainConfig:
         resume: continue from ``out_dir/latest`` when it exists.
         log_every: write a metrics line every N steps.
         progress: print console progress lines (``training.progress``; ``kiebeam train --quiet``: off).
+        re_head: ``paddleocr`` (PaddleNLP's RE head on its own backbone, ``training.train``) or ``geo`` (the
+            geometric head on ``init_from``'s frozen SER encoder, ``training.re_head``).
+        bucket_by_length: batch windows of similar length (``training.data.LengthBucketSampler``) instead of
+            Paddle's ``DistributedBatchSampler``; with the token axis cut per batch, an epoch costs much less.
     """
 
     task: str = "ser"
@@ -115,10 +119,16 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 1
     progress: bool = True
+    bucket_by_length: bool = False
+    re_head: str = "paddleocr"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}, expected one of {list(TASKS)}")
+        if self.re_head not in ("paddleocr", "geo"):
+            raise ValueError(f"unknown re_head {self.re_head!r}, expected 'paddleocr' or 'geo'")
+        if self.re_head == "geo" and self.task != "re":
+            raise ValueError("re_head='geo' is an RE setting: set task='re'")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}, expected one of {list(SCHEDULES)}")
         for name in ("epochs", "batch_size", "max_len"):
@@ -192,6 +202,8 @@ def lr_at(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
 
 _TINY = ModelSize(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
                   coordinate_size=8, shape_size=8)
+_DEFAULT = ModelSize(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
+                     coordinate_size=32, shape_size=32)
 _SMALL = ModelSize(hidden_size=96, num_hidden_layers=3, num_attention_heads=2, intermediate_size=192,
                    coordinate_size=16, shape_size=16)
 
@@ -219,6 +231,14 @@ PRESETS: dict[str, TrainConfig] = {
     "small_re": TrainConfig(task="re", model=_SMALL, vocab_size=4000, epochs=25, batch_size=2,
                             learning_rate=1e-3, warmup_epochs=1, schedule="constant", clip_norm=10.0, dropout=0.1,
                             eval_every=0, udml_layers=(1, 2)),
+    # The bundled default (training.default_model): from scratch on XFUND zh + de + fr + FUNSD; the geometric RE
+    # head is trained on this SER model's frozen encoder (training.re_head), so one encoder serves both.
+    "default_ser": TrainConfig(task="ser", model=_DEFAULT, vocab_size=8000, epochs=10, batch_size=8,
+                               learning_rate=1e-3, warmup_epochs=0.5, schedule="linear", dropout=0.1, eval_every=0,
+                               udml_layers=(1, 3), bucket_by_length=True, save_every=100, progress=False),
+    "default_re_head": TrainConfig(task="re", re_head="geo", model=_DEFAULT, epochs=40, batch_size=4,
+                                   learning_rate=1e-3, warmup_epochs=1, schedule="linear", clip_norm=10.0,
+                                   dropout=0.1, progress=False),
 }
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import ReInputs, Window, bio_labels, build_re_inputs, build_windows
+from models.features import ReInputs, Window, batch_windows, bio_labels, build_re_inputs, build_windows
 from training.shards import KieDocument
 
-__all__ = ["Example", "encode_documents", "ser_batch", "re_batch", "document_texts"]
+__all__ = ["Example", "encode_documents", "ser_batch", "re_batch", "document_texts", "LengthBucketSampler"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,43 +61,79 @@ def encode_documents(documents: Sequence[KieDocument], tokenizer, labels: Sequen
     return out
 
 
-def ser_batch(examples: Sequence[Example]) -> dict[str, np.ndarray]:
-    """Stacks SER examples into a batch of int64 arrays.
+def ser_batch(examples: Sequence[Example], *, multiple: int = 64) -> dict[str, np.ndarray]:
+    """SER examples as one batch (``models.features.batch_windows`` with labels).
 
     Args:
         examples: the examples.
+        multiple: token-axis rounding (0 = full windows).
 
     Returns:
         ``input_ids (B,L)``, ``bbox (B,L,4)``, ``attention_mask (B,L)``, ``token_type_ids (B,L)``, ``labels (B,L)``.
     """
-    ws = [e.window for e in examples]
-    batch = {k: np.stack([getattr(w, k) for w in ws]) for k in ("input_ids", "bbox", "attention_mask",
-                                                                  "token_type_ids")}
-    batch["labels"] = np.stack([w.labels for w in ws])
-    return batch
+    return batch_windows([e.window for e in examples], labels=True, multiple=multiple)
 
 
-def re_batch(examples: Sequence[Example]) -> dict[str, np.ndarray]:
-    """Stacks RE examples into a padded batch of int64 arrays.
+def re_batch(examples: Sequence[Example], *, geometry: bool = False, multiple: int = 64) -> dict[str, np.ndarray]:
+    """RE examples as one batch (``models.features.batch_windows`` with their RE inputs).
 
     Args:
         examples: RE examples (``Example.re`` set, with gold pair labels for training).
+        geometry: add ``pair_features`` (the geometric RE head).
+        multiple: token-axis rounding (0 = full windows).
 
     Returns:
-        The SER keys but ``labels``, plus ``entities (B,E,3)`` (padding -1), ``pairs (B,P,2)`` (padding -1) and
-        ``pair_labels (B,P)`` (padding -100).
+        The model inputs plus ``entities (B,E,3)`` (padding -1), ``pairs (B,P,2)`` (padding -1) and, with gold
+        labels, ``pair_labels (B,P)`` (padding -100).
     """
-    batch = ser_batch(examples)
-    del batch["labels"]
-    n_e = max([len(e.re.entities) for e in examples] + [1])
-    n_p = max([len(e.re.pairs) for e in examples] + [1])
-    ents = np.full((len(examples), n_e, 3), -1, dtype=np.int64)
-    pairs = np.full((len(examples), n_p, 2), -1, dtype=np.int64)
-    pl = np.full((len(examples), n_p), -100, dtype=np.int64)
-    for b, e in enumerate(examples):
-        ents[b, :len(e.re.entities)] = e.re.entities
-        pairs[b, :len(e.re.pairs)] = e.re.pairs
-        if e.re.pair_labels is not None:
-            pl[b, :len(e.re.pairs)] = e.re.pair_labels
-    batch.update(entities=ents, pairs=pairs, pair_labels=pl)
-    return batch
+    return batch_windows([e.window for e in examples], re=[e.re for e in examples], geometry=geometry,
+                         multiple=multiple)
+
+
+class LengthBucketSampler:
+    """Batches of windows of similar length, reshuffled every epoch, split over data-parallel ranks.
+
+    Each epoch: shuffle all indices (seeded by ``seed + epoch``, so a resumed run sees the same batches), cut them
+    into pools of ``pool`` batches, sort each pool by window length, cut it into batches and shuffle the batch
+    order. With the token axis cut to the longest window of a batch (``ser_batch``), similar lengths waste less
+    compute on padding. Rank ``r`` of ``world`` takes batches ``r, r + world, ...``, every rank the same count.
+
+    Args:
+        lengths: each example's real token count.
+        batch_size: examples per batch.
+        seed: base seed.
+        pool: batches per sorting pool.
+        rank / world: this process's data-parallel rank and the number of ranks.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, pool: int = 16, rank: int = 0,
+                 world: int = 1) -> None:
+        if batch_size < 1 or pool < 1 or world < 1 or not 0 <= rank < world:
+            raise ValueError(f"bad sampler settings batch_size={batch_size} pool={pool} rank={rank} world={world}")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.pool, self.rank, self.world = batch_size, seed, pool, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose batches ``__iter__`` yields."""
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.pool
+        batches = []
+        for s in range(0, len(order), size):
+            chunk = order[s:s + size]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __len__(self) -> int:
+        return -(-len(self._all_batches()) // self.world)
+
+    def __iter__(self):  # noqa: ANN204
+        batches = self._all_batches()
+        n = len(self)
+        batches += batches[:n * self.world - len(batches)]  # every rank gets the same number of steps
+        return iter(batches[self.rank::self.world][:n])

@@ -33,7 +33,8 @@ from models.reading_order import order_by_tbyx, order_lines
 from schemas.manifest import Manifest, ManifestError, ShardEntry
 
 __all__ = ["KieLine", "KieDocument", "Skip", "check_skipped", "read_shard", "load_split", "write_shard", "shard_entry",
-           "build_manifest", "load_manifest", "xfund_release_to_documents", "funsd_to_documents",
+           "build_manifest", "load_manifest", "xfund_release_to_documents", "xfun_normalize_to_documents",
+           "funsd_to_documents",
            "sha256_uri"]
 
 
@@ -450,6 +451,33 @@ def xfund_release_to_documents(uri: str) -> list[KieDocument]:
         order = order_by_tbyx([ln.box for ln in lines])
         out.append(KieDocument(doc["img"]["fname"], tuple(lines[i] for i in order),
                                int(doc["img"]["width"]), int(doc["img"]["height"])))
+    return out
+
+
+def xfun_normalize_to_documents(uri: str) -> list[KieDocument]:
+    """Converts PaddleOCR's legacy ``xfun_normalize_*.json`` (``NAME<TAB>{"height", "width", "ocr_info": [...]}``).
+
+    Each ``ocr_info`` item (``text``, ``label``, ``bbox``, ``id``, ``linking``) becomes one line whose ``points`` are
+    the box's 4 corners, as :func:`xfund_release_to_documents`.
+
+    Args:
+        uri: the legacy label file (e.g. ``xfun_normalize_val.json``, XFUND fr).
+
+    Returns:
+        Documents with the page sizes of the file, in tb-yx order.
+    """
+    out = []
+    for raw in _read_text(uri).splitlines():
+        if not raw.strip():
+            continue
+        name, payload = raw.split("\t", 1)
+        doc = json.loads(payload)
+        lines = [KieLine(text=str(e.get("text") or ""), label=str(e["label"]).upper(), points=_rect(e["bbox"]),
+                         box=tuple(int(v) for v in e["bbox"]), line_id=int(e["id"]),
+                         linking=tuple((int(a), int(b)) for a, b in e.get("linking", [])))
+                 for e in doc["ocr_info"]]
+        order = order_by_tbyx([ln.box for ln in lines])
+        out.append(KieDocument(name, tuple(lines[i] for i in order), int(doc["width"]), int(doc["height"])))
     return out
 
 

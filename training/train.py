@@ -38,7 +38,7 @@ from models.features import bio_labels
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
 from models.tokenizer import load_tokenizer, train_tokenizer
 from training.config import TrainConfig, lr_at
-from training.data import document_texts, encode_documents, re_batch, ser_batch
+from training.data import LengthBucketSampler, document_texts, encode_documents, re_batch, ser_batch
 from training.evaluate import evaluate_re, evaluate_ser
 from training.losses import udml_total
 from training.progress import ScalarLog, TrainProgress
@@ -158,7 +158,11 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
     clip = paddle.nn.ClipGradByNorm(config.clip_norm) if config.clip_norm else None
     optimizer = paddle.optimizer.AdamW(learning_rate=config.learning_rate, parameters=params, beta1=0.9,
                                        beta2=0.999, epsilon=1e-8, weight_decay=config.weight_decay, grad_clip=clip)
-    sampler = DistributedBatchSampler(train_ex, batch_size=config.batch_size, shuffle=True, drop_last=False)
+    if config.bucket_by_length:  # similar lengths per batch; the token axis is cut to the longest (ser_batch)
+        sampler = LengthBucketSampler([e.window.num_tokens for e in train_ex], config.batch_size, seed=config.seed,
+                                      rank=rank, world=world)
+    else:
+        sampler = DistributedBatchSampler(train_ex, batch_size=config.batch_size, shuffle=True, drop_last=False)
     steps_per_epoch = len(sampler)
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:

@@ -285,7 +285,7 @@ class KieModelHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
         from models.kie import KiePredictor
 
         ser = localize(self._ser, self._options.cache_dir)
-        re_dir = localize(self._re, self._options.cache_dir)
+        re_dir = self._re if self._re == "rule" else localize(self._re, self._options.cache_dir)
 
         def build(device: str | None) -> Any:  # noqa: ANN401
             inference = self._inference if device is None else dataclasses.replace(self._inference, device=device)

@@ -76,9 +76,13 @@ def test_train_end2end_real_ocr_and_default_kie(xfund_zh_train, tmp_path):
     assert cli.main(["evaluate", "--end2end", "--manifest", str(tmp_path / "m.json"), "--split", "test",
                      "--ser_dir", str(DEFAULT_KIE / "ser"), "--re_dir", str(DEFAULT_KIE / "re"),
                      "--out", str(tmp_path / "e2e.json")]) == 0
-    scores = json.loads((tmp_path / "e2e.json").read_text())
-    assert scores["pages"] == 1 and scores["support"] == sum(1 for ln in docs[0].lines if ln.label != "OTHER")
+    report = json.loads((tmp_path / "e2e.json").read_text())
+    e2e = report["end2end"]
+    scores = e2e["entities_paddleocr_e2e"]
+    assert e2e["pages"] == 1 and scores["support"] == sum(1 for ln in docs[0].lines if ln.label != "OTHER")
     assert scores["correct"] > 0 and 0 < scores["hmean"] <= 1
+    assert e2e["model"]["support"] == e2e["rule"]["support"] == len(docs[0].links())  # rule beside model
+    assert 0 < report["ser_line"]["bio"]["micro"]["hmean"] <= 1 and report["re_gold"]["model"]["correct"] > 0
 
 
 def test_train_re_starts_from_ser_checkpoint(small_manifest, tmp_path):

@@ -1,0 +1,222 @@
+"""SER decoding: token label probabilities -> line labels and whole entities. Pure numpy.
+
+Two decoders, chosen per predictor (``models.kie.KiePredictor(decode=...)``):
+
+* ``vote`` (PaddleOCR's): per token ``argmax``, ``I-X`` read as ``B-X``, per line a majority vote
+  (``np.bincount(...).argmax()``, ties to the smaller id); one entity per non-``O`` line.
+* ``bio`` (kiebeam's default for its own models): per line, the most probable label sequence that is valid BIO
+  (constrained Viterbi: ``I-X`` only after ``B-X`` or ``I-X``; a line starts after ``O``), so the tokens of an
+  entity agree and no fragments appear; each ``B-X I-X*`` run is one entity. A line whose tokens hold a key and
+  its value ("姓名：张三") becomes two entities, QUESTION "姓名：" and ANSWER "张三", each with its own part of the
+  line's text and a sub-line box (:func:`split_box`: from the recognizer's per-character positions when the OCR
+  line has them, else in proportion to the characters). Runs shorter than ``min_run`` tokens that sit inside a
+  longer entity of the same line are merged into it (one stray token does not split a line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["vote_line_labels", "bio_transitions", "viterbi_bio", "Span", "bio_spans", "token_char_spans",
+           "split_box"]
+
+
+def vote_line_labels(token_preds: Sequence[np.ndarray], to_b: np.ndarray) -> list[int]:
+    """PaddleOCR's per-line majority vote.
+
+    Args:
+        token_preds: per line, the argmax label ids of its tokens (possibly empty).
+        to_b: ``to_b[id]`` = id of the ``B-`` label of the same class (``O`` maps to itself).
+
+    Returns:
+        The voted ``B-`` (or ``O``) id of each line; 0 for a line without tokens.
+
+    >>> vote_line_labels([np.array([1, 2, 2, 3]), np.array([], int)], np.array([0, 1, 1, 3, 3]))
+    [1, 0]
+    """
+    out = []
+    for preds in token_preds:
+        if len(preds) == 0:
+            out.append(0)
+        else:
+            out.append(int(np.bincount(to_b[preds]).argmax()))
+    return out
+
+
+def bio_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Allowed BIO moves as ``(start (C,), transition (C, C))`` boolean masks.
+
+    A sequence may start with ``O`` or any ``B-X``; ``I-X`` may follow only ``B-X`` or ``I-X``; everything else
+    may follow anything.
+
+    >>> start, trans = bio_transitions(["O", "B-Q", "I-Q"])
+    >>> start.tolist(), trans[0].tolist(), trans[1].tolist()
+    ([True, True, False], [True, True, False], [True, True, True])
+    """
+    n = len(labels)
+    start = np.array([not lab.startswith("I-") for lab in labels])
+    trans = np.ones((n, n), dtype=bool)
+    for j, lab in enumerate(labels):
+        if lab.startswith("I-"):
+            cls = lab[2:]
+            trans[:, j] = [prev in (f"B-{cls}", f"I-{cls}") for prev in labels]
+    return start, trans
+
+
+def viterbi_bio(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """The most probable valid BIO label sequence of one line's tokens.
+
+    Args:
+        probs: ``(T, C)`` per-token label probabilities.
+        labels: the BIO label names (index = id).
+
+    Returns:
+        ``(T,)`` label ids.
+
+    >>> p = np.array([[.1, .5, .4], [.1, .2, .7], [.6, .1, .3]])  # O, B-Q, I-Q
+    >>> viterbi_bio(p, ["O", "B-Q", "I-Q"]).tolist()
+    [1, 2, 0]
+    >>> viterbi_bio(np.array([[.1, .3, .6], [.1, .2, .7]]), ["O", "B-Q", "I-Q"]).tolist()  # cannot start with I
+    [1, 2]
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(labels):
+        raise ValueError(f"probs must be (T, {len(labels)}), got {probs.shape}")
+    if len(probs) == 0:
+        return np.zeros(0, dtype=np.int64)
+    start, trans = bio_transitions(labels)
+    logp = np.log(np.clip(probs, 1e-12, None))
+    neg = -1e18
+    score = np.where(start, logp[0], neg)
+    back = np.zeros((len(probs), len(labels)), dtype=np.int64)
+    penalty = np.where(trans, 0.0, neg)
+    for t in range(1, len(probs)):
+        cand = score[:, None] + penalty  # (prev, next)
+        back[t] = cand.argmax(axis=0)
+        score = cand.max(axis=0) + logp[t]
+    path = np.zeros(len(probs), dtype=np.int64)
+    path[-1] = int(score.argmax())
+    for t in range(len(probs) - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+@dataclass(frozen=True)
+class Span:
+    """One decoded entity inside a line: class, token range ``[start, end)`` and mean class probability."""
+
+    label: str
+    start: int
+    end: int
+    score: float
+
+
+def bio_spans(path: np.ndarray, probs: np.ndarray, labels: Sequence[str], *, min_run: int = 2) -> list[Span]:
+    """The entities of a decoded line: each ``B-X I-X*`` run, short runs inside a same-class entity merged.
+
+    Args:
+        path: ``(T,)`` label ids from :func:`viterbi_bio`.
+        probs: ``(T, C)`` the token probabilities (for the scores).
+        labels: BIO label names.
+        min_run: a run of fewer tokens is merged into a neighbour of the same class it interrupts.
+
+    Returns:
+        The spans, in token order (``O`` tokens belong to none).
+
+    >>> labs = ["O", "B-Q", "I-Q", "B-A", "I-A"]
+    >>> p = np.full((5, 5), 0.2)
+    >>> [(s.label, s.start, s.end) for s in bio_spans(np.array([1, 2, 3, 4, 4]), p, labs)]
+    [('Q', 0, 2), ('A', 2, 5)]
+    """
+    runs: list[list] = []  # [class, start, end]
+    for t, lab_id in enumerate(np.asarray(path).tolist()):
+        name = labels[lab_id]
+        if name[:2] not in ("B-", "I-"):
+            continue
+        cls = name[2:]
+        if name.startswith("B-") or not runs or runs[-1][0] != cls or runs[-1][2] != t:
+            runs.append([cls, t, t + 1])
+        else:
+            runs[-1][2] = t + 1
+    merged: list[list] = []
+    for r in runs:
+        if (len(merged) >= 2 and merged[-2][0] == r[0] != merged[-1][0] and merged[-1][2] - merged[-1][1] < min_run
+                and merged[-2][2] == merged[-1][1] and merged[-1][2] == r[1]):
+            merged.pop()  # X Y(short) X -> one X
+            merged[-1][2] = r[2]
+        elif merged and merged[-1][0] == r[0] and merged[-1][2] == r[1]:
+            merged[-1][2] = r[2]  # B-X B-X ... adjacent runs of one class (a line starts an entity once)
+        else:
+            merged.append(list(r))
+    out = []
+    for cls, s, e in merged:
+        ids = [i for i, n in enumerate(labels) if n in (f"B-{cls}", f"I-{cls}")]
+        score = float(np.asarray(probs)[s:e][:, ids].sum(axis=1).mean())
+        out.append(Span(cls, s, e, score))
+    return out
+
+
+def token_char_spans(pieces: Sequence[str], text: str) -> list[tuple[int, int]]:
+    """Character range ``[start, end)`` in ``text`` of each sentencepiece piece of that text.
+
+    Pieces are matched left to right against the text with spaces skipped and the ``▁`` word marker dropped;
+    where the tokenizer changed characters (normalisation), the remaining pieces are spread in proportion.
+
+    >>> token_char_spans(["▁姓名", ":", "张三"], "姓名:张三")
+    [(0, 2), (2, 3), (3, 5)]
+    """
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for k, piece in enumerate(pieces):
+        core = piece.replace("\u2581", "")
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if core and text.startswith(core, pos):
+            out.append((pos, pos + len(core)))
+            pos += len(core)
+            continue
+        # Fallback: spread what is left of the text over the remaining pieces by their lengths.
+        rest = [max(len(p.replace("\u2581", "")), 1) for p in pieces[k:]]
+        left = len(text) - pos
+        acc = 0
+        for n in rest:
+            s = pos + round(left * acc / sum(rest))
+            acc += n
+            out.append((s, pos + round(left * acc / sum(rest))))
+        return out
+    return out
+
+
+def split_box(box: Sequence[float], text_len: int, start: int, end: int,
+              char_x: Sequence[float] = ()) -> tuple[int, int, int, int]:
+    """The sub-box of characters ``[start, end)`` of a horizontal line ``box`` of ``text_len`` characters.
+
+    Args:
+        box: the line's ``(x0, y0, x1, y1)`` pixels.
+        text_len: number of characters of the line's text.
+        start / end: the character range.
+        char_x: each character's centre as a fraction (0..1) of the line's width, from the recognizer's CTC
+            steps (``models.text_recognizer``); without them the width is split in proportion to characters.
+
+    Returns:
+        ``(x0, y0, x1, y1)`` ints; the full box for the whole range.
+
+    >>> split_box((100, 10, 200, 30), 10, 0, 5)
+    (100, 10, 150, 30)
+    >>> split_box((100, 10, 200, 30), 4, 2, 4, char_x=(0.1, 0.2, 0.7, 0.9))
+    (145, 10, 200, 30)
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if text_len <= 0 or (start <= 0 and end >= text_len):
+        return int(x0), int(y0), int(x1), int(y1)
+    w = x1 - x0
+    if len(char_x) == text_len:
+        cx = [float(c) for c in char_x]
+        left = 0.0 if start <= 0 else (cx[start - 1] + cx[start]) / 2
+        right = 1.0 if end >= text_len else (cx[end - 1] + cx[end]) / 2
+    else:
+        left, right = start / text_len, end / text_len
+    return int(round(x0 + left * w)), int(y0), int(round(x0 + right * w)), int(y1)  # neighbours meet exactly

@@ -1,0 +1,195 @@
+"""KIE quality parts on constructed examples: BIO decoding, line splits and their boxes, the rule linker, pair
+geometry, CTC character positions, trimmed windows, and the geometric RE head (export == dynamic, encoder check)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import paddle
+import pytest
+
+from models.checkpoint import encoder_fingerprint, export_inference
+from models.features import PAIR_FEATURES, batch_windows, build_windows, entity_re_inputs, pair_features
+from models.kie import KiePredictor, PageTokens
+from models.layoutxlm import LayoutXLMConfig, ReHeadModel, SerModel
+from models.linker import RuleConfig, link_by_rule
+from models.ser_decoding import bio_spans, split_box, token_char_spans, viterbi_bio
+from models.text_recognizer import ctc_greedy_decode
+from models.tokenizer import load_tokenizer
+from schemas.records import OcrLine, PageOcr
+
+LABELS = ["O", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER", "B-HEADER", "I-HEADER"]
+CFG = LayoutXLMConfig(vocab_size=402, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=96, coordinate_size=8, shape_size=8)
+
+
+def _onehot(ids, p=0.9):
+    out = np.full((len(ids), len(LABELS)), (1 - p) / (len(LABELS) - 1))
+    out[np.arange(len(ids)), ids] = p
+    return out
+
+
+def test_viterbi_never_emits_invalid_bio_and_beats_argmax():
+    # argmax: I-ANSWER first (invalid), then B-Q, I-A (invalid after B-Q): Viterbi repairs both.
+    probs = np.array([[.1, .2, .1, .1, .4, .05, .05],
+                      [.1, .5, .2, .1, .05, .03, .02],
+                      [.1, .1, .35, .1, .3, .03, .02]])
+    path = viterbi_bio(probs, LABELS)
+    names = [LABELS[i] for i in path]
+    for prev, cur in zip(["O"] + names, names):
+        if cur.startswith("I-"):
+            assert prev in ("B-" + cur[2:], cur), names
+    assert names[1:] == ["B-QUESTION", "I-QUESTION"]
+
+
+def test_line_with_key_and_value_splits_into_two_entities_with_sub_boxes():
+    labels = ["O", "B-Q", "I-Q", "B-A", "I-A"]
+    spans = bio_spans(np.array([1, 2, 3, 4]), np.full((4, 5), 0.2), labels)
+    assert [(s.label, s.start, s.end) for s in spans] == [("Q", 0, 2), ("A", 2, 4)]
+    chars = token_char_spans(["▁姓", "名：", "张", "三"], "姓名：张三")
+    assert chars == [(0, 1), (1, 3), (3, 4), (4, 5)]
+    line_box = (100, 50, 600, 80)
+    key = split_box(line_box, 5, chars[0][0], chars[1][1])
+    value = split_box(line_box, 5, chars[2][0], chars[3][1])
+    assert key == (100, 50, 400, 80) and value == (400, 50, 600, 80)
+    # With the recognizer's character positions the cut follows the ink, not the character count.
+    cx = (0.05, 0.15, 0.25, 0.7, 0.9)
+    assert split_box(line_box, 5, 3, 5, cx) == (338, 50, 600, 80)
+    # A stray one-token run inside an entity does not split it.
+    stray = bio_spans(np.array([1, 2, 3, 2, 2]), np.full((5, 5), 0.2), labels)
+    assert [(s.label, s.start, s.end) for s in stray] == [("Q", 0, 5)]
+
+
+def test_token_char_spans_survive_normalised_pieces():
+    spans = token_char_spans(["▁ab", "X", "cd"], "ab?cd")  # "X" is not in the text: the rest is spread
+    assert spans[0] == (0, 2) and spans[-1][1] == 5 and len(spans) == 3
+
+
+def test_rule_links_same_row_then_column_and_leaves_far_answers():
+    boxes = [(0, 0, 100, 20), (120, 0, 300, 20),  # Q0 -> A1 on its row
+             (0, 100, 100, 120), (0, 125, 200, 145),  # Q2 above A3, same column
+             (600, 400, 700, 420)]  # A4: nothing near
+    labels = ["QUESTION", "ANSWER", "question", "ANSWER", "ANSWER"]
+    assert link_by_rule(boxes, labels) == [(0, 1), (2, 3)]
+    # A row candidate beats a closer one above; a too-strict row overlap falls back to the column.
+    boxes2 = [(0, 0, 100, 20), (0, 22, 100, 42), (150, 22, 300, 42)]
+    assert link_by_rule(boxes2, ["QUESTION", "QUESTION", "ANSWER"]) == [(1, 2)]
+    with pytest.raises(ValueError):
+        link_by_rule(boxes, labels[:2])
+    assert link_by_rule(boxes, labels, RuleConfig(max_row_gap=0.1, max_col_gap=0.1)) == []
+
+
+def test_pair_features_describe_the_geometry():
+    win = build_windows(["a", "b", "c"], [(0, 0, 100, 20), (120, 0, 300, 20), (0, 100, 100, 120)], 1000, 1000,
+                        None, token_ids=[[5], [6], [7]], max_len=8)[0]
+    r = entity_re_inputs([(0, 1, 1), (1, 2, 2), (2, 3, 2)], [0, 1, 2])
+    f = pair_features(win, r)
+    assert f.shape == (2, len(PAIR_FEATURES))
+    col = {n: i for i, n in enumerate(PAIR_FEATURES)}
+    right, below = f[0], f[1]  # pairs (Q0, A1) and (Q0, A2)
+    assert right[col["same_row"]] == 1 and right[col["is_row_nearest"]] == 1 and right[col["right_of"]] == 1
+    assert below[col["same_row"]] == 0 and below[col["same_col"]] == 1 and below[col["is_col_nearest"]] == 1
+    assert right[col["dx_gap"]] > 0 and below[col["dy_gap"]] > 0
+
+
+def test_ctc_steps_give_character_positions():
+    probs = np.zeros((1, 8, 4))
+    for t, c in enumerate([0, 1, 1, 0, 2, 0, 0, 3]):
+        probs[0, t, c] = 1.0
+    [(text, conf, steps)] = ctc_greedy_decode(probs, ["blank", "a", "b", "c"], with_steps=True)
+    assert (text, steps) == ("abc", (1, 4, 7)) and conf == 1.0
+    assert ctc_greedy_decode(probs, ["blank", "a", "b", "c"]) == [("abc", 1.0)]
+
+
+def _export_pair(tmp_path, tok_dir, fingerprint_of=None):
+    paddle.seed(3)
+    ser = SerModel(CFG, 7)
+    head = ReHeadModel(CFG, len(PAIR_FEATURES))
+    with paddle.no_grad():  # make some pairs link
+        head.extractor.pair_mlp[-1].bias.set_value(paddle.to_tensor([0.0, 0.3]))
+    ser.eval()
+    head.eval()
+    src = fingerprint_of or ser
+    ser_dir = export_inference(ser, tmp_path / "ser", tokenizer_dir=tok_dir, max_len=64)
+    re_dir = export_inference(head, tmp_path / "re", tokenizer_dir=tok_dir, max_len=64)
+    meta = json.loads((re_dir / "metadata.json").read_text())
+    meta.update(re_head="geo", encoder={"fingerprint": encoder_fingerprint(src.state_dict())})
+    (re_dir / "metadata.json").write_text(json.dumps(meta))
+    from models.integrity import write_sha256sums
+
+    write_sha256sums(re_dir)
+    return ser, head, ser_dir, re_dir
+
+
+def test_geometric_head_export_matches_dynamic_and_checks_its_encoder(tmp_path, tiny_kie_dirs):
+    tok_dir = tiny_kie_dirs[0]
+    ser, head, ser_dir, re_dir = _export_pair(tmp_path, tok_dir)
+    kie = KiePredictor.from_dirs(ser_dir, re_dir, decode="bio")
+    lines = [OcrLine(t, 0.9, ((x, y), (x + 150, y), (x + 150, y + 20), (x, y + 20)), (x, y, x + 150, y + 20))
+             for t, x, y in [("姓名：", 50, 50), ("张三", 220, 50), ("性别：", 50, 100), ("男", 220, 100),
+                             ("Date of birth:", 50, 150), ("01/02/1990", 220, 150)]]
+    page = PageOcr(1000, 1400, tuple(lines))
+    (toks,) = kie.tokens([page])
+    assert toks.windows[0].num_tokens <= 64 and toks.hidden[0] is not None
+    # SER program's encoder states and logits == the dynamic model's, on the trimmed window.
+    tokenizer = load_tokenizer(tok_dir)
+    w = build_windows([ln.text for ln in lines], [ln.box for ln in lines], 1000, 1400, tokenizer, max_len=64)[0]
+    full = {k: paddle.to_tensor(v) for k, v in batch_windows([w], multiple=0).items()}
+    with paddle.no_grad():
+        out = ser(**full)
+    n = w.num_tokens
+    assert np.abs(out.hidden_states[-1].numpy()[0, :n] - toks.hidden[0]).max() < 1e-4
+    probs = paddle.nn.functional.softmax(out.logits, -1).numpy()[0, :n]
+    assert np.abs(probs - toks.probs[0]).max() < 1e-4
+    # Head program == dynamic head on entities of alternating questions and answers.
+    spans = [(s, e, 1 + (k % 2)) for k, (s, e) in enumerate(w.line_spans)]
+    r = entity_re_inputs(spans, list(range(len(spans))))
+    b = batch_windows([w], re=[r], geometry=True)
+    with paddle.no_grad():
+        want = head(paddle.to_tensor(toks.hidden[0][None]), paddle.to_tensor(b["entities"]),
+                    paddle.to_tensor(b["pairs"]), paddle.to_tensor(b["pair_features"])).logits.numpy()
+    got = kie.re.run([toks.hidden[0][None].astype(np.float32), b["entities"], b["pairs"], b["pair_features"]])[0]
+    assert np.abs(want - got).max() < 1e-4
+    # The whole page through the predictor: entities and pairs consistent.
+    (res,) = kie([page])
+    assert all(0 <= p.question_id < len(res.entities) and 0 <= p.answer_id < len(res.entities) for p in res.pairs)
+    # A head trained on another encoder is refused with a clear message.
+    paddle.seed(99)
+    other = SerModel(CFG, 7)
+    _, _, _, bad_re = _export_pair(tmp_path / "other", tok_dir, fingerprint_of=other)
+    with pytest.raises(ValueError, match="encoder"):
+        KiePredictor.from_dirs(ser_dir, bad_re)
+
+
+def test_trimmed_windows_predict_the_same_as_full_windows(tmp_path, tiny_kie_dirs):
+    tok_dir = tiny_kie_dirs[0]
+    paddle.seed(5)
+    ser = SerModel(CFG, 7)
+    ser.eval()
+    lines = [OcrLine("Name: John", 0.9, ((0, 0), (1, 0), (1, 1), (0, 1)), (50, 40, 400, 60))]
+    page = PageOcr(1000, 1000, tuple(lines))
+    ser_dir = export_inference(ser, tmp_path / "ser", tokenizer_dir=tok_dir, max_len=512)
+    trimmed = KiePredictor.from_dirs(ser_dir)
+    assert trimmed.multiple == 64
+    full = KiePredictor(trimmed.ser, trimmed.labels, trimmed.tokenizer, 512, multiple=0)
+    (a,), (b,) = trimmed.tokens([page]), full.tokens([page])
+    assert np.abs(a.probs[0] - b.probs[0]).max() < 1e-5
+
+
+def test_entities_decoding_from_constructed_probabilities(tiny_kie_dirs):
+    kie = KiePredictor.from_dirs(tiny_kie_dirs[0], "rule", decode="bio")
+    text = "姓名：张三"
+    line = OcrLine(text, 0.9, ((0, 0), (1, 0), (1, 1), (0, 1)), (100, 50, 600, 80), char_x=(.1, .3, .45, .7, .9))
+    page = PageOcr(1000, 1000, (line,))
+    pieces = ["▁姓", "名：", "张", "三"]
+    win = build_windows([text], [line.box], 1000, 1000, None, token_ids=[[5, 6, 7, 8]], max_len=8)[0]
+    probs = _onehot([1, 2, 3, 4])  # B-Q I-Q B-A I-A
+    toks = PageTokens([win], [probs], [None], [pieces])
+    names, _, ents = kie.entities(page, toks)
+    assert [(e.label, e.text) for e in ents] == [("QUESTION", "姓名："), ("ANSWER", "张三")]
+    assert ents[0].box[2] == ents[1].box[0] == round(100 + (0.45 + 0.7) / 2 * 500)
+    assert names == ["QUESTION"] or names == ["ANSWER"]
+    assert kie.relate(page, toks, ents) == [(0, 1, 1.0)]  # the rule links the split key to its value
+    _, _, voted = kie.entities(page, toks, decode="vote")
+    assert len(voted) == 1 and voted[0].text == text

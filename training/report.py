@@ -1,0 +1,320 @@
+"""The KIE evaluation report: every number users and PaddleOCR report, with the geometric rule beside the model.
+
+    kiebeam evaluate --ser_dir models/assets/default_kie/ser --re_dir models/assets/default_kie/re \
+        --manifest data/manifest.json --split test --end2end --out report.json
+
+It runs exported folders (the ones the pipeline runs) through ``models.kie.KiePredictor``; a training checkpoint
+is exported to a temporary folder first. On the split's gold documents (gold OCR = the labelled lines):
+
+* ``ser_token``: PaddleOCR's token-level SER Hmean (seqeval over every token's BIO tag) with the tokens' argmax,
+  as PaddleOCR computes it, and with the BIO-consistent Viterbi decoding (``ser_token_bio``);
+* ``ser_line``: line-level SER P/R/F1 per class and micro over QUESTION/ANSWER/HEADER, for both decoders;
+* ``re_gold``: RE with gold entities: PaddleOCR's RE Hmean (every candidate the model calls linked, gold links
+  within a window), the model with one question per answer, and the rule on the same entities, page level;
+* ``pairs_gold_ocr``: key/value pairs from the predicted entities (SER + RE) against the gold links, a pair right
+  when both its ends match a gold linked pair's boxes with IoU >= 0.5; the model and the rule on the same SER;
+* ``end2end`` (``--end2end``, images needed): the same from page images through the bundled OCR, and the
+  entity-level end-to-end score (PaddleOCR's ``eval_with_label_end2end``: box IoU, text and label).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.features import bio_labels, build_windows
+from models.linker import link_by_rule
+from schemas.records import OcrLine, PageOcr
+from training.metrics import PRF, end2end_scores, ser_scores
+
+__all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores"]
+
+_CLASSES = ("QUESTION", "ANSWER", "HEADER")
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two ``(x0, y0, x1, y1)`` boxes.
+
+    >>> box_iou((0, 0, 10, 10), (5, 0, 15, 10))
+    0.3333333333333333
+    """
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def pair_scores(gold: Sequence[Sequence[tuple[Sequence[float], Sequence[float]]]],
+                pred: Sequence[Sequence[tuple[Sequence[float], Sequence[float]]]], *,
+                iou_threshold: float = 0.5) -> PRF:
+    """Key/value pair P/R/F1: a predicted (question box, answer box) pair matches a gold one when both ends have
+    box IoU >= ``iou_threshold``; each gold pair matches at most one prediction (best IoU sum first).
+
+    >>> pair_scores([[((0, 0, 10, 10), (20, 0, 30, 10))]], [[((1, 0, 10, 10), (20, 0, 31, 10))]]).f1
+    1.0
+    """
+    tp = n_pred = n_gold = 0
+    for g, p in zip(gold, pred, strict=True):
+        n_gold, n_pred = n_gold + len(g), n_pred + len(p)
+        cands = []
+        for i, (gq, ga) in enumerate(g):
+            for j, (pq, pa) in enumerate(p):
+                iq, ia = box_iou(gq, pq), box_iou(ga, pa)
+                if iq >= iou_threshold and ia >= iou_threshold:
+                    cands.append((iq + ia, i, j))
+        used_g: set[int] = set()
+        used_p: set[int] = set()
+        for _, i, j in sorted(cands, reverse=True):
+            if i not in used_g and j not in used_p:
+                used_g.add(i)
+                used_p.add(j)
+                tp += 1
+    return PRF.from_counts(tp, n_pred, n_gold)
+
+
+def _line_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Line-level P/R/F1 per class and micro over QUESTION/ANSWER/HEADER (gold OCR: lines align)."""
+    out: dict[str, Any] = {}
+    tot = [0, 0, 0]
+    for cls in _CLASSES:
+        tp = sum(g == p == cls for gs, ps in zip(gold, pred) for g, p in zip(gs, ps))
+        n_p = sum(p == cls for ps in pred for p in ps)
+        n_g = sum(g == cls for gs in gold for g in gs)
+        out[cls] = PRF.from_counts(tp, n_p, n_g).to_dict()
+        tot = [tot[0] + tp, tot[1] + n_p, tot[2] + n_g]
+    out["micro"] = PRF.from_counts(*tot).to_dict()
+    return out
+
+
+def _gold_pages(docs: Sequence[Any]) -> list[PageOcr]:
+    return [PageOcr(d.width, d.height, tuple(OcrLine(ln.text, 1.0, ln.points, ln.box) for ln in d.lines))
+            for d in docs]
+
+
+def _gold_pairs(doc: Any) -> list[tuple[tuple, tuple]]:
+    return [(doc.lines[q].box, doc.lines[a].box) for q, a in doc.links()]
+
+
+def _gold_entities(kie: Any, page: PageOcr, toks: Any, doc: Any) -> list[Any]:
+    """The gold lines as ``KieEntity`` (one per labelled Q/A/H line, in the window of its first token)."""
+    from models.kie import KieEntity
+
+    places: dict[int, tuple[int, int, int]] = {}
+    for i, w in enumerate(toks.windows):
+        for k, (s, e) in zip(w.line_ids, w.line_spans):
+            places.setdefault(k, (i, s, e))
+    return [KieEntity(ln.label, ln.text, tuple(ln.box), 1.0, k, *places[k])
+            for k, ln in enumerate(doc.lines) if ln.label in _CLASSES and k in places]
+
+
+def _kv_boxes(ents: Sequence[Any], links: Sequence[tuple[int, int, float]]) -> list[tuple[tuple, tuple]]:
+    return [(ents[q].box, ents[a].box) for q, a, _ in links]
+
+
+def _rule_links(ents: Sequence[Any]) -> list[tuple[int, int, float]]:
+    return [(q, a, 1.0) for q, a in link_by_rule([e.box for e in ents], [e.label for e in ents])]
+
+
+def _export_if_needed(folder: str | None, tmp: Path, name: str) -> str | None:
+    """An exported folder as it is; a training checkpoint exported to ``tmp/name`` first."""
+    if folder is None or folder == "rule" or any((Path(folder) / f).exists()
+                                                 for f in ("inference.json", "inference.pdmodel")):
+        return folder
+    from models.checkpoint import export_inference
+
+    return str(export_inference(folder, tmp / name))
+
+
+def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str = "test", *,
+                    end2end: bool = False, limit: int = 0) -> dict[str, Any]:
+    """Every metric of the module docstring on one split of a manifest.
+
+    Args:
+        ser_dir: SER folder: exported, or a checkpoint (exported to a temporary folder).
+        re_dir: RE folder (exported or checkpoint), ``"rule"``, or None (the rule rows are always computed).
+        manifest: the manifest URI.
+        split: ``train``, ``val`` or ``test``.
+        end2end: also OCR the split's page images (shards need an ``image_dir``).
+        limit: at most this many documents (0 = all).
+
+    Returns:
+        One JSON-ready dict of every number.
+    """
+    from models.kie import KiePredictor
+    from models.tokenizer import load_tokenizer
+    from training.shards import load_manifest, load_split
+
+    m = load_manifest(manifest)
+    docs, skips = load_split(m, split)
+    docs = docs[:limit] if limit else docs
+    if not docs:
+        raise ValueError(f"split {split!r} of {manifest} has no readable documents ({len(skips)} skipped)")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        ser_dir = _export_if_needed(ser_dir, Path(tmp), "ser")
+        re_dir = _export_if_needed(re_dir, Path(tmp), "re")
+        kie = KiePredictor.from_dirs(ser_dir, re_dir)
+        tokenizer = load_tokenizer(ser_dir)
+        label2id = {n: i for i, n in enumerate(kie.labels)}
+        if kie.labels != bio_labels(m.labels):
+            raise ValueError(f"the SER model's labels {kie.labels} are not the manifest's {bio_labels(m.labels)}")
+        pages = _gold_pages(docs)
+        toks = kie.tokens(pages)
+        report: dict[str, Any] = {"split": split, "documents": len(docs), "skipped": len(skips),
+                                  "ser_dir": str(ser_dir), "re_dir": str(re_dir), "model_decode": kie.decode}
+
+        # SER, token level (PaddleOCR's metric) and line level.
+        gold_tags, argmax_tags, bio_tags = [], [], []
+        gold_lines, vote_lines, bio_lines = [], [], []
+        decoded: dict[str, list] = {"vote": [], "bio": []}
+        for doc, page, tk in zip(docs, pages, toks):
+            windows = build_windows([ln.text for ln in doc.lines], [ln.box for ln in doc.lines], doc.width,
+                                    doc.height, tokenizer, line_labels=[ln.label for ln in doc.lines],
+                                    label2id=label2id, max_len=kie.max_len, clip=True)
+            g, a = [], []
+            for w, pr in zip(windows, tk.probs):
+                if pr is None:
+                    continue
+                g += [kie.labels[i] for i in w.labels[:w.num_tokens]]
+                a += [kie.labels[i] for i in pr.argmax(-1)]
+            gold_tags.append(g)
+            argmax_tags.append(a)
+            for mode in ("vote", "bio"):
+                decoded[mode].append(kie.entities(page, tk, decode=mode))
+            bio_tags.append(_bio_token_tags(kie, tk))
+            gold_lines.append([ln.label if ln.label in _CLASSES else "O" for ln in doc.lines])
+            vote_lines.append(decoded["vote"][-1][0])
+            bio_lines.append(decoded["bio"][-1][0])
+        for key, pred in (("ser_token", argmax_tags), ("ser_token_bio", bio_tags)):
+            micro, per_class = ser_scores(gold_tags, pred)
+            report[key] = {**micro.to_dict(), "per_class": {k: v.to_dict() for k, v in per_class.items()}}
+        report["ser_line"] = {"vote": _line_scores(gold_lines, vote_lines), "bio": _line_scores(gold_lines, bio_lines)}
+
+        # RE with gold entities.
+        gold_w, pred_w, gold_p, model_p, rule_p = [], [], [], [], []
+        for doc, page, tk in zip(docs, pages, toks):
+            ents = _gold_entities(kie, page, tk, doc)
+            links = {(q, a) for q, a in doc.links()}
+            line_of = [e.line for e in ents]
+            win_of = {e.line: e.window for e in ents}
+            gold_p.append(_gold_pairs(doc))
+            gold_w.append({(q, a) for q, a in links if q in win_of and a in win_of and win_of[q] == win_of[a]})
+            rule_p.append(_kv_boxes(ents, _rule_links(ents)))
+            if kie.re is not None:
+                pred_w.append({(line_of[q], line_of[a]) for q, a, _ in kie.relate(page, tk, ents, every_link=True)})
+                model_p.append(_kv_boxes(ents, kie.relate(page, tk, ents)))
+        re_gold: dict[str, Any] = {"rule": pair_scores(gold_p, rule_p).to_dict()}
+        if kie.re is not None:
+            tp = sum(len(g & p) for g, p in zip(gold_w, pred_w))
+            re_gold["paddleocr_metric"] = PRF.from_counts(tp, sum(map(len, pred_w)), sum(map(len, gold_w))).to_dict()
+            re_gold["model"] = pair_scores(gold_p, model_p).to_dict()
+        report["re_gold"] = re_gold
+
+        # Pairs from predicted entities, gold OCR.
+        report["pairs_gold_ocr"] = _pair_rows(kie, pages, toks, decoded[kie.decode], gold_p)
+        if end2end:
+            report["end2end"] = _end2end(kie, m, split, docs)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def _bio_token_tags(kie: Any, tk: Any) -> list[str]:
+    """Every token's tag under the BIO decoder, in window order (the token-level metric's input)."""
+    from models.ser_decoding import viterbi_bio
+
+    tags: list[str] = []
+    for w, pr in zip(tk.windows, tk.probs):
+        if pr is None:
+            continue
+        for s, e in w.line_spans:
+            tags += [kie.labels[i] for i in viterbi_bio(pr[s:e], kie.labels)]
+    return tags
+
+
+def _pair_rows(kie: Any, pages: Sequence[PageOcr], toks: Sequence[Any], decoded: Sequence[Any],
+               gold: Sequence[Any]) -> dict[str, Any]:
+    model, rule = [], []
+    for page, tk, (_, _, ents) in zip(pages, toks, decoded):
+        rule.append(_kv_boxes(ents, _rule_links(ents)))
+        if kie.re is not None:
+            model.append(_kv_boxes(ents, kie.relate(page, tk, ents)))
+    out = {"rule": pair_scores(gold, rule).to_dict()}
+    if kie.re is not None:
+        out["model"] = pair_scores(gold, model).to_dict()
+    return out
+
+
+def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any]:
+    import fsspec
+    from PIL import Image
+
+    from models.ocr import OcrPredictor
+
+    image_dir = {s.uri: s.image_dir for s in m.split(split)}
+    dirs = [d for d in image_dir.values() if d]
+    if not dirs:
+        return {"skipped": "the split's shards have no image_dir"}
+    kept, images = [], []
+    for d in docs:
+        for folder in dirs:
+            try:
+                with fsspec.open(f"{folder.rstrip('/')}/{d.name}", "rb") as f:
+                    images.append(np.asarray(Image.open(f).convert("RGB")))
+                kept.append(d)
+                break
+            except FileNotFoundError:
+                continue
+    if not kept:
+        return {"skipped": "no page image found"}
+    pages = OcrPredictor()(images)
+    toks = kie.tokens(pages)
+    decoded = [kie.entities(p, t) for p, t in zip(pages, toks)]
+    out = _pair_rows(kie, pages, toks, decoded, [_gold_pairs(d) for d in kept])
+    gold = [[(ln.points, ln.text, ln.label) for ln in d.lines] for d in kept]
+    pred = [[(line.polygon, line.text, lab) for line, lab in zip(p.lines, names)]
+            for p, (names, _, _) in zip(pages, decoded)]
+    out["entities_paddleocr_e2e"] = end2end_scores(gold, pred).to_dict()
+    out["pages"] = len(kept)
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The report as a short plain-text table."""
+    def f(d: dict[str, Any] | None) -> str:
+        if not d:
+            return "   -      -      -  "
+        return f"{d['precision']:.3f}  {d['recall']:.3f}  {d.get('hmean', d.get('f1', 0)):.3f}"
+
+    rows = [f"{'metric':<44}{'P':>6}{'R':>7}{'F1':>7}",
+            f"{'SER token Hmean (PaddleOCR, argmax)':<44}{f(r['ser_token'])}",
+            f"{'SER token Hmean (BIO decoding)':<44}{f(r['ser_token_bio'])}",
+            f"{'SER line micro Q/A/H (vote)':<44}{f(r['ser_line']['vote']['micro'])}",
+            f"{'SER line micro Q/A/H (BIO)':<44}{f(r['ser_line']['bio']['micro'])}",
+            f"{'RE gold entities (PaddleOCR metric)':<44}{f(r['re_gold'].get('paddleocr_metric'))}",
+            f"{'RE gold entities, model, 1 question/answer':<44}{f(r['re_gold'].get('model'))}",
+            f"{'RE gold entities, rule':<44}{f(r['re_gold']['rule'])}",
+            f"{'pairs, gold OCR, model':<44}{f(r['pairs_gold_ocr'].get('model'))}",
+            f"{'pairs, gold OCR, rule on the same SER':<44}{f(r['pairs_gold_ocr']['rule'])}"]
+    e = r.get("end2end") or {}
+    if "rule" in e:
+        rows += [f"{'pairs end to end from images, model':<44}{f(e.get('model'))}",
+                 f"{'pairs end to end from images, rule':<44}{f(e['rule'])}",
+                 f"{'entities end to end (PaddleOCR e2e)':<44}{f(e['entities_paddleocr_e2e'])}"]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m training.report SER RE MANIFEST SPLIT [--end2end]
+    import sys
+
+    args = [a for a in sys.argv[1:] if a != "--end2end"]
+    rep = evaluate_report(args[0], None if args[1] == "none" else args[1], args[2], args[3],
+                          end2end="--end2end" in sys.argv)
+    print(format_report(rep))
+    print(json.dumps(rep, default=str))
