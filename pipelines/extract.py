@@ -19,6 +19,7 @@ Memory per page follows from ``--max_pixels`` (3 bytes a pixel, plus the detecto
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -28,7 +29,7 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipelines.options import ExtractConfig, ExtractOptions, to_config
+from pipelines.options import ExtractConfig, ExtractOptions, probe_io, to_config
 from pipelines.output_reader import read_table
 from schemas.parquet import TABLES
 from transforms.documents import (
@@ -77,6 +78,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         # The DirectRunner would first try to download the Prism runner (fails or stalls offline).
         options.view_as(StandardOptions).runner = "FnApiRunner"
     cfg = to_config(options)
+    # Fail in seconds, before any work, when inputs cannot be listed, a wildcard matched nothing or the output
+    # cannot be written (a gs:// run without network or credentials used to publish an empty run, exit 0).
+    cfg = dataclasses.replace(cfg, input_count=probe_io(cfg))
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build_graph(pipeline, cfg)
     result = pipeline.run()
@@ -172,6 +176,8 @@ def _count_inputs(cfg: ExtractConfig) -> int:
     """How many inputs the run has (0 if unknown), counted on the launcher for progress lines of local runs."""
     if not cfg.local_runner:
         return 0
+    if cfg.input_count is not None:  # counted by the launcher's probe already
+        return cfg.input_count
     try:
         total = sum(len(m.metadata_list) or ("*" not in p and "?" not in p)
                     for p, m in zip(cfg.inputs, FileSystems.match(list(cfg.inputs))))

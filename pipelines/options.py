@@ -8,8 +8,12 @@ launcher with ``KIEBEAM_MODEL_HOME=/opt/kiebeam/models`` (the worker image's mod
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +26,10 @@ from models.ocr import OcrConfig
 from models.paddle_infer import InferenceOptions
 from transforms.decode import DecodeLimits
 from transforms.inference import HandlerOptions
-from transforms.inputs import split_patterns
+from transforms.inputs import is_glob, list_pattern, read_manifest_rows, split_patterns
 
-__all__ = ["ExtractOptions", "ExtractConfig", "KieSettings", "to_config", "default_kie_dirs", "DEMO_OUTPUT"]
+__all__ = ["ExtractOptions", "ExtractConfig", "KieSettings", "to_config", "probe_io", "default_kie_dirs",
+           "DEMO_OUTPUT"]
 
 _PIPELINES = Path(__file__).resolve().parent
 DEMO_OUTPUT = "./out/demo"
@@ -53,6 +58,11 @@ class ExtractOptions(PipelineOptions):
         g.add_argument("--manifest", default=None,
                        help="text (a URI per line), CSV or Parquet manifest: 'uri' (+ optional 'doc_id') column")
         g.add_argument("--output", default=None, help="output folder or gs:// prefix")
+        g.add_argument("--allow_empty_inputs", action="store_true",
+                       help="run even when an --input wildcard matches no files (default: refuse, exit 2)")
+        g.add_argument("--io_probe_timeout_secs", type=float, default=20.0,
+                       help="the launcher lists the inputs and writes a probe to the output before the run; give up "
+                            "(exit 2) when that takes longer (no network or credentials)")
         g.add_argument("--run_id", default=None, help="partition value of this run (default: UTC timestamp)")
         g.add_argument("--det_model_dir", default=None, help="PP-OCR detection inference folder")
         g.add_argument("--rec_model_dir", default=None, help="PP-OCR recognition inference folder")
@@ -107,6 +117,9 @@ class ExtractConfig:
         local_runner: the runner runs on this machine (the summary is printed).
         inference_timeout_s: per-batch OCR/KIE time limit in seconds (None: no limit).
         progress_interval_s: seconds between progress lines of a worker process (0: none).
+        allow_empty_inputs: a wildcard that matches nothing is a warning, not an error.
+        io_probe_timeout_s: bound of the launcher's file-system probe (:func:`probe_io`).
+        input_count: inputs found by :func:`probe_io` (None: not probed).
     """
 
     inputs: tuple[str, ...]
@@ -122,6 +135,9 @@ class ExtractConfig:
     local_runner: bool
     inference_timeout_s: float | None = None
     progress_interval_s: float = 0.0
+    allow_empty_inputs: bool = False
+    io_probe_timeout_s: float = 20.0
+    input_count: int | None = None
 
 
 def default_kie_dirs() -> tuple[Path, Path] | None:
@@ -180,6 +196,8 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
     run_id = o.run_id or ("demo" if o.demo else datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     if not _RUN_ID.match(run_id):
         raise ValueError(f"bad run_id '{run_id}': use letters, digits, '_', '.', '-' (at most 128)")
+    if not o.io_probe_timeout_secs > 0:
+        raise ValueError(f"--io_probe_timeout_secs must be > 0, got {o.io_probe_timeout_secs}")
     if o.inference_timeout_secs is not None and not o.inference_timeout_secs > 0:
         raise ValueError(f"--inference_timeout_secs must be > 0, got {o.inference_timeout_secs}")
     progress = o.progress_interval_secs if o.progress_interval_secs is not None else (30.0 if local_runner else 0.0)
@@ -229,4 +247,114 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
         launch_id=uuid.uuid4().hex[:12], ocr=ocr, kie=kie, limits=limits,
         ocr_handler=HandlerOptions(max_batch_size=o.ocr_batch_size, **sharing),
         kie_handler=HandlerOptions(max_batch_size=o.kie_batch_size, **sharing), local_runner=local_runner,
-        inference_timeout_s=o.inference_timeout_secs, progress_interval_s=progress)
+        inference_timeout_s=o.inference_timeout_secs, progress_interval_s=progress,
+        allow_empty_inputs=o.allow_empty_inputs, io_probe_timeout_s=o.io_probe_timeout_secs)
+
+
+def _within(deadline: float, what: str, fn: Callable[[], object]) -> object:
+    """Runs ``fn`` in a daemon thread until ``deadline``: a call stuck in retries cannot hold the launcher."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - reported below, in the launcher's thread
+            text = str(e).splitlines()[0][:300] if str(e) else ""
+            box["error"] = f"{type(e).__name__}: {text}"
+
+    thread = threading.Thread(target=target, name="kiebeam-io-probe", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if thread.is_alive():
+        raise ValueError(f"could not {what}: no answer within the --io_probe_timeout_secs bound (no network, no "
+                         f"credentials, or the service is unreachable)")
+    if "error" in box:
+        raise ValueError(f"could not {what}: {box['error']}")
+    return box.get("value")
+
+
+def _gcs_credentials_or_anonymous() -> None:
+    """Looks for Google credentials once, without Beam's ~20 s of retries; without any, Beam connects anonymously.
+
+    Beam's GCS client retries ``google.auth.default()`` with backoff (``_get_credentials_with_retrys``) before
+    falling back to anonymous access; the outcome is the same, so the launcher settles it at once.
+    """
+    import google.auth
+    from apache_beam.internal.gcp import auth
+
+    try:
+        google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError:
+        creds = auth._Credentials  # noqa: SLF001 - Beam's process-wide credentials cache
+        with creds._credentials_lock:  # noqa: SLF001
+            creds._credentials, creds._credentials_init = None, True  # noqa: SLF001 - what Beam ends with
+        if not os.environ.get("STORAGE_EMULATOR_HOST"):
+            import logging
+
+            logging.getLogger(__name__).warning("no Google Cloud credentials found: gs:// is accessed anonymously")
+
+
+def probe_io(cfg: ExtractConfig) -> int:
+    """Checks on the launcher, within ``cfg.io_probe_timeout_s`` in all, that the run can read and write.
+
+    Every ``--input`` pattern is listed: one that cannot be listed (missing bucket, no permission, no network or
+    credentials, no answer in time) is an error, and a wildcard that matched nothing is one too unless
+    ``--allow_empty_inputs``; the manifest is opened and its rows counted; a probe object is written to and deleted
+    from the output (``<output>/_staging/``). So a run that cannot work fails in seconds, before any OCR, instead of
+    publishing an empty run or failing after all the work.
+
+    Args:
+        cfg: the run's config.
+
+    Returns:
+        How many inputs the patterns and the manifest hold (the progress lines' total).
+
+    Raises:
+        ValueError: one line naming the pattern, manifest or output and what is wrong.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.refs import redact
+
+    deadline = time.monotonic() + cfg.io_probe_timeout_s
+    paths = [*cfg.inputs, *([cfg.manifest] if cfg.manifest else []), cfg.output]
+    if any(p.startswith("gs://") for p in paths):
+        _within(deadline, "look up Google Cloud credentials", _gcs_credentials_or_anonymous)
+    total = 0
+    for pattern in cfg.inputs:
+        uris = _within(deadline, f"list input pattern {redact(pattern)}", lambda p=pattern: list_pattern(p))
+        if not uris and is_glob(pattern) and not cfg.allow_empty_inputs:
+            raise ValueError(f"input pattern {redact(pattern)} matched no files (pass --allow_empty_inputs to run "
+                             f"anyway)")
+        total += len(uris) or (not is_glob(pattern))  # a missing literal still becomes a (failed) row
+    if cfg.manifest:
+        manifest = cfg.manifest
+        if not _within(deadline, f"open manifest {redact(manifest)}", lambda: FileSystems.exists(manifest)):
+            raise ValueError(f"manifest {redact(manifest)} does not exist")
+        total += _within(deadline, f"read manifest {redact(manifest)}",
+                         lambda: sum(1 for _ in read_manifest_rows(manifest)))
+
+    def write_probe() -> None:
+        probe = FileSystems.join(cfg.output.rstrip("/"), "_staging", f"_probe-{cfg.launch_id}")
+        if "://" not in cfg.output:
+            os.makedirs(os.path.dirname(probe), exist_ok=True)
+        f = FileSystems.create(probe)
+        try:
+            f.write(b"kiebeam launcher probe\n")
+            f.close()
+        except BaseException:
+            # A GCS BlobWriter whose upload failed stays open, and its finalizer retries the upload wherever the
+            # garbage collector happens to run (the launcher's thread, for minutes, against a dead endpoint).
+            buffer = getattr(f, "_buffer", None)
+            if buffer is not None:
+                buffer.close()
+            raise
+        FileSystems.delete([probe])
+        if "://" not in cfg.output:
+            try:
+                os.rmdir(os.path.dirname(probe))  # only if this probe made it (empty)
+            except OSError:
+                pass
+
+    _within(deadline, f"write to output {redact(cfg.output)}", write_probe)
+    return int(total)

@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from transforms.refs import DocRef, ErrorInfo, redact
 
 __all__ = ["MatchPatternFn", "ReadManifestFn", "ManifestRow", "read_manifest_rows", "default_doc_id",
-           "split_patterns"]
+           "split_patterns", "is_glob", "list_pattern"]
 
 _LOG = logging.getLogger(__name__)
 _GLOB_CHARS = ("*", "?", "[")
@@ -57,11 +57,34 @@ def default_doc_id(uri: str) -> str:
     return stem if dot and stem else name
 
 
+def is_glob(pattern: str) -> bool:
+    """Whether ``pattern`` has wildcards (``*``, ``?``, ``[``), as opposed to naming one file."""
+    return any(c in pattern for c in _GLOB_CHARS)
+
+
+def list_pattern(pattern: str) -> list[str]:
+    """The files ``pattern`` matches, sorted (folders left out).
+
+    Args:
+        pattern: a local or ``gs://`` path or wildcard.
+
+    Returns:
+        The matched URIs; empty when the listing worked and found nothing.
+
+    Raises:
+        Exception: the listing itself failed (missing bucket, no permission, no network): not "no match".
+    """
+    metadata = FileSystems.match([pattern])[0].metadata_list
+    return sorted(m.path for m in metadata if not m.path.endswith("/"))
+
+
 class MatchPatternFn(beam.DoFn):
     """Expands one file pattern into :class:`DocRef` s (``doc_key`` = the matched URI).
 
     A literal path that does not exist still yields a ref, so the missing file is reported as a failed
-    document rather than vanishing; a wildcard that matches nothing only logs and counts.
+    document rather than vanishing; a wildcard that matches nothing only logs and counts (the launcher refuses
+    such a pattern unless ``--allow_empty_inputs``); a wildcard that cannot be listed fails the step, so a listing
+    error never passes for an empty input.
     """
 
     def __init__(self) -> None:
@@ -70,12 +93,13 @@ class MatchPatternFn(beam.DoFn):
     def process(self, pattern: str) -> Iterator[DocRef]:
         """Yields the refs of the files that ``pattern`` matches."""
         try:
-            metadata = FileSystems.match([pattern])[0].metadata_list
-        except Exception:  # noqa: BLE001 - a GCS literal that is absent raises; treat as "no match"
-            metadata = []
-        uris = sorted(m.path for m in metadata if not m.path.endswith("/"))
+            uris = list_pattern(pattern)
+        except Exception as e:
+            if is_glob(pattern):
+                raise OSError(f"could not list input pattern {redact(pattern)}: {e}") from e
+            uris = []  # a literal whose lookup fails is read, and reported, like any missing file
         if not uris:
-            if any(c in pattern for c in _GLOB_CHARS):
+            if is_glob(pattern):
                 _LOG.warning("input pattern %s matched no files", redact(pattern))
                 self._unmatched.inc()
                 return
