@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.output_reader import has_success, list_runs, read_parts
+from pipelines.output_reader import list_runs, published_version, read_parts
 from schemas.parquet import TABLES, with_partition
 
 __all__ = ["check_output"]
@@ -56,7 +57,9 @@ def check_output(output: str, run_id: str | None = None, expected_documents: int
                  max_examples: int = 20) -> list[str]:
     """Violations of the run accounting invariant and of referential integrity; empty when the folder is sound.
 
-    Checked per run: a ``_SUCCESS`` marker; no file stores ``run_id`` as a column (it is the partition key, and
+    Only published versions are checked (what every reader sees; ``transforms.write``). Checked per run: the
+    files of its published version are exactly those its pointer lists (none missing, none added); no file
+    stores ``run_id`` as a column (it is the partition key, and
     Hive-partitioned readers such as BigQuery and pyarrow datasets reject a key that is also a column);
     documents rows == ``expected_documents`` (when given); status is ``ok``/``failed``; every failed document has an
     errors row; no duplicate keys (documents ``doc_key``, pages ``page_no``, lines ``line_id``, entities
@@ -88,11 +91,17 @@ def check_output(output: str, run_id: str | None = None, expected_documents: int
     t: dict[str, pa.Table] = {}
     for name in TABLES:
         parts = read_parts(output, name, run_id)
+        for r in runs:
+            pointer = published_version(output, r) or {"files": {}, "version": None}
+            listed = set(pointer["files"].get(name, []))
+            present = {posixpath.basename(path) for run, path, _, _ in parts if run == r}
+            report(f"{name}: files of run {r}'s published version {pointer['version']} that are missing",
+                   [(f,) for f in sorted(listed - present)])
+            report(f"{name}: files in run {r}'s published version {pointer['version']} that its pointer does not "
+                   f"list", [(f,) for f in sorted(present - listed)])
         report(f"{name}: files that store run_id as a column (it must live only in the run_id= folder)",
                [(path,) for _, path, _, stores_run_id in parts if stores_run_id])
         t[name] = pa.concat_tables([p[2] for p in parts]) if parts else with_partition(TABLES[name]).empty_table()
-    report("runs without a documents/_SUCCESS marker (incomplete)",
-           [(r,) for r in runs if not has_success(output, "documents", r)])
     docs = t["documents"]
     per_run = Counter(docs.column("run_id").to_pylist())
     if expected_documents is not None:

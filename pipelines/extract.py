@@ -5,8 +5,9 @@ Local run (bundled example pages, default models, DirectRunner)::
     python -m pipelines.extract --demo
     python -m pipelines.extract --input 'scans/*.jpg' --output out/ --runner FnApiRunner
 
-Output: ``<output>/<table>/run_id=<run_id>/part-*.parquet`` for the tables of :mod:`schemas.parquet`
-(documents, pages, lines, entities, pairs, errors) and a ``_SUCCESS`` marker per partition.
+Output: ``<output>/<table>/run_id=<run_id>/version=<launch>/part-*.parquet`` for the tables of :mod:`schemas.parquet`
+(documents, pages, lines, entities, pairs, errors), published all at once by the run's pointer
+``<output>/_published/run_id=<run_id>.json`` (:mod:`transforms.write`).
 
 Bounds per document (every bad input becomes a failed documents row with its reason; the job never stops for one):
 ``--max_bytes`` and ``--max_pixels`` (checked from headers before pixels are decoded), ``--max_pages`` (later pages
@@ -54,7 +55,7 @@ from transforms.rows import (
     kie_result_to_outcome,
     ocr_result_to_outcome,
 )
-from transforms.write import WriteRunTables, partition_dir
+from transforms.write import WriteRunTables, version_dir
 
 __all__ = ["run", "build_graph", "add_subcommand", "summarize", "main"]
 
@@ -167,7 +168,7 @@ def build_graph(pipeline: beam.Pipeline, cfg: ExtractConfig) -> dict[str, beam.P
     tables["documents"] = documents.documents
     tables["errors"] = (rows.errors, documents.errors) | "FlattenErrors" >> beam.Flatten()
 
-    # 5. Parquet: staged, then published as this run's partitions with _SUCCESS markers.
+    # 5. Parquet: each table into this launch's version= folder, then one pointer flip publishes them all.
     _ = tables | "WriteTables" >> WriteRunTables(cfg.output, cfg.run_id, cfg.launch_id)
     return tables
 
@@ -224,7 +225,7 @@ def format_summary(s: dict, cfg: ExtractConfig) -> str:
     """A human-readable summary of a finished run."""
     stages = ", ".join(f"{k}: {v}" for k, v in sorted(s["failed_by_stage"].items())) or "none"
     kie = "SER+RE" if cfg.kie and cfg.kie.re_model_dir else ("SER only" if cfg.kie else "off (OCR only: no SER model)")
-    where = "\n".join(f"  {t:<9} {partition_dir(cfg.output, t, cfg.run_id)}" for t in TABLES)
+    where = "\n".join(f"  {t:<9} {version_dir(cfg.output, t, cfg.run_id, cfg.launch_id)}" for t in TABLES)
     return (f"kiebeam extract: run {cfg.run_id}\n"
             f"  documents {s['documents']} (ok {s['ok']}, failed {s['failed']}; failed by stage: {stages})\n"
             f"  pages {s['pages']}, lines {s['lines']}, entities {s['entities']}, key/value pairs {s['pairs']}, "

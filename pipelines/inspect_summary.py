@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.output_reader import has_success, list_runs, read_table
+from pipelines.output_reader import list_runs, published_version, read_table
 from schemas.parquet import TABLES
 
 __all__ = ["inspect_output", "format_inspect"]
@@ -50,7 +50,7 @@ def inspect_output(output: str, run_id: str | None = None) -> dict[str, Any]:
         timings[stage] = _stats(ok_pages.column(f"{stage}_ms"))
     return {
         "output": str(output),
-        "runs": [{"run_id": r, "documents": doc_runs.get(r, 0), "complete": has_success(output, "documents", r)}
+        "runs": [{"run_id": r, "documents": doc_runs.get(r, 0), "complete": published_version(output, r) is not None}
                  for r in runs],
         "documents": {"total": docs.num_rows, **{s: n for s, n in _counts(docs, "status").items()}},
         "pages": {"total": pages.num_rows, **_counts(pages, "status")},
@@ -75,7 +75,7 @@ def format_inspect(summary: dict[str, Any]) -> str:
     """
     d = summary["documents"]
     out = [f"output   {summary['output']}"]
-    out += [f"run      {r['run_id']}: {r['documents']} documents{'' if r['complete'] else ' (INCOMPLETE: no _SUCCESS)'}"
+    out += [f"run      {r['run_id']}: {r['documents']} documents{'' if r['complete'] else ' (not published)'}"
             for r in summary["runs"]] or ["run      (none)"]
     out.append(f"documents {d['total']} (ok {d.get('ok', 0)}, failed {d.get('failed', 0)})")
     p = summary["pages"]

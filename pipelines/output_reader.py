@@ -1,21 +1,27 @@
 """Reading an extraction output folder back: its runs, and any table of one run or of all runs.
 
-An output folder holds ``<output>/<table>/run_id=<run_id>/*.parquet`` (+ ``_SUCCESS``) for every table of
-``schemas.parquet.TABLES``. ``run_id`` is the Hive partition key: it is taken from the folder name (files do not
-store it), and every table read here carries it as its first column. Everything here reads with pyarrow through
+An output folder holds ``<output>/<table>/run_id=<run_id>/version=<launch>/*.parquet`` for every table of
+``schemas.parquet.TABLES`` and one pointer per run, ``<output>/_published/run_id=<run_id>.json``, naming the version
+that was published whole (``transforms.write``). Everything here reads only published versions: a run that was
+never published, a launch that was killed, an older version being replaced are invisible. ``run_id`` is the Hive
+partition key: it is taken from the folder name (files do not store it), and every table read here carries it as
+its first column. Everything here reads with pyarrow through
 fsspec, so local folders and ``gs://`` (gcsfs) both work. ``kiebeam extract``'s run summary, ``inspect``,
 ``check`` and ``visualize`` all read tables through :func:`read_table` / :func:`read_parts`.
 """
 
 from __future__ import annotations
 
+import json
+
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.parquet import PARTITION_FIELD, TABLES, with_partition
+from transforms.write import POINTER_DIR, VERSION_KEY
 
-__all__ = ["list_runs", "read_parts", "read_table", "has_success"]
+__all__ = ["list_runs", "read_parts", "read_table", "published_version", "unpublished_folders"]
 
 
 def _fs(output: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -33,8 +39,30 @@ def list_runs(output: str) -> list[str]:
         The ``run_id`` partition values found.
     """
     fs, root = _fs(output)
-    runs = {p.rstrip("/").rsplit("run_id=", 1)[1] for t in TABLES for p in fs.glob(f"{root}/{t}/run_id=*")}
-    return sorted(runs)
+    return sorted(p.rsplit("/run_id=", 1)[1][:-len(".json")] for p in fs.glob(f"{root}/{POINTER_DIR}/run_id=*.json"))
+
+
+def published_version(output: str, run_id: str) -> dict | None:
+    """The pointer of a run (``{"run_id", "version", "schema_version", "files"}``), or None if never published."""
+    fs, root = _fs(output)
+    path = f"{root}/{POINTER_DIR}/run_id={run_id}.json"
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read().decode())
+
+
+def unpublished_folders(output: str) -> list[str]:
+    """``run_id=`` / ``version=`` folders no pointer names (killed launches, not yet cleaned up; readers skip them)."""
+    fs, root = _fs(output)
+    published = {r: (published_version(output, r) or {}).get(VERSION_KEY) for r in list_runs(output)}
+    out = []
+    for t in TABLES:
+        for path in fs.glob(f"{root}/{t}/run_id=*/*"):
+            run = path.split("/run_id=", 1)[1].split("/", 1)[0]
+            if path.rsplit("/", 1)[1] != f"{VERSION_KEY}={published.get(run)}":
+                out.append(path)
+    return sorted(out)
 
 
 def read_parts(output: str, table: str, run_id: str | None,
@@ -48,7 +76,12 @@ def read_parts(output: str, table: str, run_id: str | None,
     schema = _schema(table, columns)
     fs, root = _fs(output)
     parts = []
-    for path in sorted(fs.glob(f"{root}/{table}/run_id={run_id or '*'}/*.parquet")):
+    runs = [r for r in list_runs(output) if run_id is None or r == run_id]
+    paths = []
+    for r in runs:
+        pointer = published_version(output, r)
+        paths += fs.glob(f"{root}/{table}/run_id={r}/{VERSION_KEY}={pointer[VERSION_KEY]}/*.parquet")
+    for path in sorted(paths):
         part_run = path.rsplit("run_id=", 1)[1].split("/", 1)[0]
         with fs.open(path, "rb") as f:  # one file, no dataset discovery: the folder's run_id is added below
             file = pq.ParquetFile(f)
@@ -82,12 +115,6 @@ def read_table(output: str, table: str, run_id: str | None = None, columns: list
     """
     parts = [rows for _, _, rows, _ in read_parts(output, table, run_id, columns)]
     return pa.concat_tables(parts) if parts else with_partition(_schema(table, columns)).empty_table()
-
-
-def has_success(output: str, table: str, run_id: str) -> bool:
-    """Whether the run's partition of ``table`` carries its ``_SUCCESS`` marker (it was published whole)."""
-    fs, root = _fs(output)
-    return fs.exists(f"{root}/{table}/run_id={run_id}/_SUCCESS")
 
 
 def _schema(table: str, columns: list[str] | None) -> pa.Schema:

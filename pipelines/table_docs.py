@@ -122,8 +122,13 @@ def duckdb_views_sql(output: str) -> str:
         ``CREATE VIEW`` statements, one per line.
     """
     root = str(output).rstrip("/").replace("'", "''")
-    return "\n".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{root}/{t}/run_id=*/*.parquet', "
-                     "hive_partitioning=true, hive_types={'run_id': VARCHAR});" for t in TABLES)
+    # Only the version each run's pointer names (transforms.write): a killed or half-replaced launch is invisible.
+    return "\n".join(
+        f"CREATE OR REPLACE VIEW {t} AS SELECT f.* EXCLUDE (version) FROM read_parquet("
+        f"'{root}/{t}/run_id=*/version=*/*.parquet', hive_partitioning=true, "
+        "hive_types={'run_id': VARCHAR, 'version': VARCHAR}) f SEMI JOIN read_json("
+        f"'{root}/_published/run_id=*.json', columns={{'run_id': 'VARCHAR', 'version': 'VARCHAR'}}) p "
+        "USING (run_id, version);" for t in TABLES)
 
 
 def readme_section(output: str = "out") -> str:

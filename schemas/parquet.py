@@ -2,8 +2,12 @@
 
 Layout of one run's output (Hive-style, so DuckDB / BigQuery / Spark read ``run_id`` as a partition column)::
 
-    <output>/<table>/run_id=<run_id>/part-*.parquet      table in TABLES
-    <output>/<table>/run_id=<run_id>/_SUCCESS            written last, once every table of the run is in place
+    <output>/<table>/run_id=<run_id>/version=<launch>/part-*.parquet    table in TABLES, one folder per launch
+    <output>/_published/run_id=<run_id>.json                            the version readers see, flipped last
+
+Only the version a run's pointer names is published (``transforms.write``); other ``version=`` folders are
+unfinished or superseded launches, deleted by the next launch of the run id. Readers that glob the files
+themselves must filter on the pointer's version (the README's DuckDB views do).
 
 Keys: ``doc_key`` is unique per input (manifest row or matched file) even when two inputs share a URI or a
 ``doc_id``; every per-page table carries ``page_no`` (0-based page index in the document). Boxes are pixels of
@@ -15,7 +19,8 @@ clash). Every reader takes it from the folder:
 
 - pyarrow: ``pq.read_table("<output>/documents", partitioning=PARTITIONING)`` (or ``pyarrow.dataset.dataset``);
   the default ``partitioning="hive"`` also works but infers the type (only numeric run ids: an integer).
-- DuckDB: ``read_parquet('<output>/documents/*/*.parquet', hive_partitioning=true, hive_types={'run_id': VARCHAR})``.
+- DuckDB: ``pipelines.table_docs.duckdb_views_sql`` (``read_parquet('<output>/documents/*/*/*.parquet',
+  hive_partitioning=true, ...)`` joined with the pointers).
 - BigQuery: an external table with ``hive_partition_uri_prefix='gs://.../documents'`` (``run_id`` STRING).
 
 ``PARTITION_FIELD`` / :func:`with_partition` give the schema a reader sees (``run_id`` first, then the file columns).

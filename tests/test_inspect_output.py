@@ -2,7 +2,8 @@
 
 The folder is written with pyarrow under ``schemas.parquet``'s explicit schemas, from the gold XFUND labels of two
 real pages (as OCR lines + SER entities + RE pairs) plus one undecodable input, in the pipeline's layout
-``<out>/<table>/run_id=<run>/part-*.parquet`` + ``_SUCCESS``; ``run_id`` lives only in the folder name.
+``<out>/<table>/run_id=<run>/version=v1/part-*.parquet`` + the pointer ``<out>/_published/run_id=<run>.json``;
+``run_id`` lives only in the folder name.
 """
 
 from __future__ import annotations
@@ -92,12 +93,22 @@ def _build(out: Path, xfund: Path, run_id: str = RUN) -> None:
     rows["errors"].append({**bad, "uri": "/nowhere/broken.jpg", "stage": "decode", "error_type": "truncated",
                            "message": "image file is truncated"})
     for table, schema in TABLES.items():
-        part = out / table / f"run_id={run_id}"
+        part = out / table / f"run_id={run_id}" / "version=v1"
         part.mkdir(parents=True, exist_ok=True)
         for row in rows[table]:  # exactly the file schema's columns (from_pylist would drop extras silently)
             assert set(row) <= set(schema.names), sorted(set(row) - set(schema.names))
-        pq.write_table(pa.Table.from_pylist(rows[table], schema=schema), part / "part-00000-of-00001.parquet")
-        (part / "_SUCCESS").write_text("")
+        pq.write_table(pa.Table.from_pylist(rows[table], schema=schema), part / PART)
+    _publish(out, run_id, {t: [PART] for t in TABLES})
+
+
+PART = "part-00000-of-00001.parquet"
+
+
+def _publish(out: Path, run_id: str, files: dict[str, list[str]], version: str = "v1") -> None:
+    """The run's pointer, as transforms.write writes it (the only thing that makes a version visible)."""
+    (out / "_published").mkdir(parents=True, exist_ok=True)
+    (out / "_published" / f"run_id={run_id}.json").write_text(json.dumps(
+        {"run_id": run_id, "version": version, "schema_version": SCHEMA_VERSION, "files": files}))
 
 
 @pytest.fixture()
@@ -108,13 +119,14 @@ def output(tmp_path, xfund_zh_train) -> Path:
 
 
 def _rewrite(out: Path, table: str, edit) -> None:
-    path = out / table / f"run_id={RUN}" / "part-00000-of-00001.parquet"
+    path = out / table / f"run_id={RUN}" / "version=v1" / PART
     pq.write_table(edit(pq.ParquetFile(path).read()), path)
 
 
 def _rows(out: Path, table: str) -> list[dict]:
     """Every row of a table, read file by file (independently of the code under test)."""
-    return [r for p in sorted(out.glob(f"{table}/run_id=*/*.parquet")) for r in pq.ParquetFile(p).read().to_pylist()]
+    return [r for p in sorted(out.glob(f"{table}/run_id=*/version=*/*.parquet"))
+            for r in pq.ParquetFile(p).read().to_pylist()]
 
 
 def test_sound_folder_checks_ok(output, capsys):
@@ -159,10 +171,11 @@ def test_check_detects_a_failed_document_without_error_and_a_dangling_pair(outpu
 
 
 def test_check_detects_an_incomplete_run_and_rows_copied_into_another_partition(output):
-    (output / "documents" / f"run_id={RUN}" / "_SUCCESS").unlink()
+    (output / "pages" / f"run_id={RUN}" / "version=v1" / PART).unlink()  # a published file went missing
     shutil.copytree(output / "errors" / f"run_id={RUN}", output / "errors" / "run_id=r2")
+    _publish(output, "r2", {"errors": [PART]})
     text = "\n".join(check_output(str(output)))
-    assert "incomplete" in text and "r1" in text
+    assert f"pages: files of run r1's published version v1 that are missing: 1 ({PART})" in text
     # The copied errors rows take run_id r2 from their folder, where no document exists.
     assert "errors rows without a documents row: 1 (r2 k2)" in text
 
@@ -190,8 +203,8 @@ def test_check_flags_a_file_that_stores_run_id_as_a_column(output):
 def test_hive_readers_get_run_id_from_the_folder(output, xfund_zh_train):
     _build(output, xfund_zh_train, run_id="2024")  # a numeric-looking run id must stay a string
     for table in TABLES:
-        assert "run_id" not in pq.read_schema(next((output / table / f"run_id={RUN}").glob("*.parquet"))).names
-    plain = pq.read_table(output / "documents")  # pyarrow's default hive discovery; _SUCCESS files are skipped
+        assert "run_id" not in pq.read_schema(next((output / table / f"run_id={RUN}").rglob("*.parquet"))).names
+    plain = pq.read_table(output / "documents")  # pyarrow's default hive discovery (run_id and version)
     assert sorted(set(plain.column("run_id").to_pylist())) == ["2024", RUN] and plain.num_rows == 6
     docs = pq.read_table(output / "documents", partitioning=PARTITIONING)
     assert docs.schema.field("run_id").type == pa.string() and docs.num_rows == 6
@@ -199,10 +212,10 @@ def test_hive_readers_get_run_id_from_the_folder(output, xfund_zh_train):
     dataset = ds.dataset(output / "pairs", format="parquet", partitioning=PARTITIONING)
     assert dataset.count_rows() == len(_rows(output, "pairs")) > 0
     con = duckdb.connect()
-    rows = con.execute(f"SELECT run_id, typeof(run_id), count(*) FROM read_parquet('{output}/documents/*/*.parquet', "
+    rows = con.execute(f"SELECT run_id, typeof(run_id), count(*) FROM read_parquet('{output}/documents/*/*/*.parquet', "
                        "hive_partitioning=true, hive_types={'run_id': VARCHAR}) GROUP BY ALL ORDER BY 1").fetchall()
     assert rows == [("2024", "VARCHAR", 3), (RUN, "VARCHAR", 3)]
-    assert con.execute(f"SELECT count(*) FROM read_parquet('{output}/lines/*/*.parquet', hive_partitioning=true)"
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{output}/lines/*/*/*.parquet', hive_partitioning=true)"
                        ).fetchone()[0] == len(_rows(output, "lines"))
     ours = read_table(str(output), "documents")
     assert ours.schema == with_partition(TABLES["documents"])
@@ -265,7 +278,7 @@ def test_the_one_reader_reads_gs_through_an_emulator(output, monkeypatch):
     with gcs_emulator("kiebeam-read") as host:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
         gcs = fsspec.filesystem("gs", skip_instance_cache=True)  # Beam's uploader takes seconds a file here
-        for path in sorted(output.glob("*/run_id=*/*")):
+        for path in sorted(p for p in output.rglob("*") if p.is_file()):
             gcs.pipe_file(f"kiebeam-read/out/{path.relative_to(output).as_posix()}", path.read_bytes())
         assert summarize("gs://kiebeam-read/out", RUN) == summarize(str(output), RUN)
         assert check_output("gs://kiebeam-read/out", expected_documents=3) == []
@@ -286,6 +299,8 @@ def test_readme_queries_run_verbatim_on_duckdb(output):
     # The README section carries exactly these query texts.
     section = readme_section()
     assert all(sql in section for sql in README_QUERIES.values())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert duckdb_views_sql("out") in readme and all(sql in readme for sql in README_QUERIES.values())
 
 
 def test_every_column_is_documented():
@@ -342,7 +357,7 @@ def test_check_inspect_and_visualize_a_real_pipeline_run(pipeline_output, tmp_pa
     _, _, ocr, kie = page_records(out, "zh_train_4")
     assert kie is None and Image.open(png).size == (ocr.width, ocr.height)
     # Break the real folder: drop the failed document's errors row.
-    errors = next(pipeline_output.glob("errors/run_id=p1/*.parquet"))
+    errors = next(pipeline_output.glob("errors/run_id=p1/version=*/*.parquet"))
     backup = errors.read_bytes()
     try:
         pq.write_table(pq.ParquetFile(errors).read().slice(0, 0), errors)

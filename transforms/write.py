@@ -1,16 +1,22 @@
-"""Writes a run's tables as Hive-style Parquet partitions and publishes them atomically per run.
+"""Writes a run's tables as versioned Hive-style Parquet partitions and publishes them all at once.
 
-Each table is first written by ``WriteToParquet`` (explicit schema; temp files renamed at finalize, so retried
-bundles never duplicate rows) under a per-launch staging folder ``<output>/_staging/run_id=<run_id>/<launch>/``.
-Once every table is written, :class:`PublishRunFn` (one call, after all writes) replaces the run's partitions:
-it removes the old ``_SUCCESS`` markers and files of ``<output>/<table>/run_id=<run_id>/``, moves the staged
-files in, writes ``_SUCCESS`` into every partition and deletes the staging folder. So rerunning a run id
-replaces that run (no duplicate rows), a new run id gets its own partitions, and readers that glob
-``*.parquet`` never see temp files (Beam's temp files and the staging folder start with ``beam-temp`` / ``_``).
+Layout (``run_id`` and ``version`` are Hive partition keys, folder names only)::
 
-The files hold exactly the columns of ``schemas.parquet.TABLES``: ``run_id`` is not among them (it is the Hive
-partition folder), so ``pq.read_table(<output>/<table>)``, DuckDB ``hive_partitioning`` and BigQuery Hive-partitioned
-external tables all read the layout as it is. ``WriteToParquet`` writes only the schema's columns of each row dict.
+    <output>/<table>/run_id=<run_id>/version=<launch_id>/part-*.parquet     one folder per launch of the run
+    <output>/_published/run_id=<run_id>.json                                 which version readers see
+
+Every table of a launch is written by ``WriteToParquet`` (explicit schema; temp files renamed at finalize, so
+retried bundles never duplicate rows) straight into its own ``version=<launch_id>`` folder, beside the previous
+version, which nobody touches. Once every table is written, :class:`PublishRunFn` (one call, after all writes)
+checks that every written file is there and then flips **one pointer**: it writes
+``_published/run_id=<run_id>.json`` (``{"run_id", "version", "schema_version", "files": {table: [names]}}``)
+under a temporary name and renames it into place, a single atomic step locally and a single object write on
+GCS. Readers (``pipelines.output_reader``, ``kiebeam check``, the README's DuckDB views) read only the version
+the pointer names, so a reader sees the previous run whole or the new run whole, never a mix, whatever moment a
+launch is killed at. Only after the flip are the other versions of the run (the previous one, those of killed
+launches, files of the older unversioned layout) and the old ``_staging/run_id=<run_id>/`` deleted. A launch
+killed before the flip leaves an unpublished version folder that no reader sees and that the next launch of the
+run id deletes; killed after it, the new version is published and only leftovers wait for that cleanup.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import json
 import logging
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -28,10 +34,12 @@ from apache_beam.pvalue import PCollection
 
 from schemas.parquet import SCHEMA_VERSION, TABLES
 
-__all__ = ["WriteRunTables", "PublishRunFn", "partition_dir", "staging_dir", "SUCCESS_MARKER"]
+__all__ = ["WriteRunTables", "PublishRunFn", "partition_dir", "version_dir", "pointer_path", "read_pointer",
+           "POINTER_DIR", "VERSION_KEY"]
 
 _LOG = logging.getLogger(__name__)
-SUCCESS_MARKER = "_SUCCESS"
+POINTER_DIR = "_published"
+VERSION_KEY = "version"
 
 
 def _join(base: str, *parts: str) -> str:
@@ -39,81 +47,113 @@ def _join(base: str, *parts: str) -> str:
 
 
 def partition_dir(output: str, table: str, run_id: str) -> str:
-    """``<output>/<table>/run_id=<run_id>``: where a run's files of one table live."""
+    """``<output>/<table>/run_id=<run_id>``: where every version of a run's table lives."""
     return _join(output, table, f"run_id={run_id}")
 
 
-def staging_dir(output: str, run_id: str, launch_id: str) -> str:
-    """``<output>/_staging/run_id=<run_id>/<launch_id>``: one launch's staged files before publishing."""
-    return _join(output, "_staging", f"run_id={run_id}", launch_id)
+def version_dir(output: str, table: str, run_id: str, version: str) -> str:
+    """``<output>/<table>/run_id=<run_id>/version=<version>``: one launch's files of one table."""
+    return _join(partition_dir(output, table, run_id), f"{VERSION_KEY}={version}")
+
+
+def pointer_path(output: str, run_id: str) -> str:
+    """``<output>/_published/run_id=<run_id>.json``: the published version of a run."""
+    return _join(output, POINTER_DIR, f"run_id={run_id}.json")
+
+
+def read_pointer(output: str, run_id: str) -> dict[str, Any] | None:
+    """The published pointer of a run, or None when the run was never published."""
+    path = pointer_path(output, run_id)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode())
 
 
 def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _make_dirs(path: str) -> None:
-    try:
-        FileSystems.mkdirs(path)
-    except OSError:  # exists already (local), or no folders at all (object stores)
-        pass
+def _step(label: str, action: Callable[[], object]) -> None:
+    """One file-system change of publishing (tests inject a kill before any of them)."""
+    _LOG.debug("publish: %s", label)
+    action()
+
+
+def _write_json(path: str, obj: dict[str, Any]) -> None:
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(obj, indent=1).encode())
 
 
 class PublishRunFn(beam.DoFn):
-    """Replaces the run's partitions with the staged files (input: the list of ``(table, staged path)``)."""
+    """Publishes the written version (input: the list of ``(table, written path)``) and removes the others."""
 
     def __init__(self, output: str, run_id: str, launch_id: str) -> None:
         self._output, self._run_id, self._launch_id = output, run_id, launch_id
 
-    def process(self, staged: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
-        """Publishes the run; yields ``{"table": name, "files": [final paths]}`` per table."""
+    def process(self, written: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+        """Flips the run's pointer to this launch's version; yields ``{"table", "files"}`` per table."""
+        output, run_id, version = self._output, self._run_id, self._launch_id
         by_table: dict[str, list[str]] = {name: [] for name in TABLES}
-        for table, path in staged:
+        for table, path in written:
             by_table[table].append(path)
-        dirs = {t: partition_dir(self._output, t, self._run_id) for t in TABLES}
-        markers = [_join(d, SUCCESS_MARKER) for d in dirs.values()]
-        present = [m for m in markers if FileSystems.exists(m)]
-        if present:  # readers must not trust a half-replaced run
-            FileSystems.delete(present)
-        published = {}
-        for table, files in by_table.items():
-            target = dirs[table]
-            if _is_local(target):
-                _make_dirs(target)
-            dests = [_join(target, posixpath.basename(f)) for f in files]
-            try:
-                old = [m.path for m in FileSystems.match([_join(target, "*")])[0].metadata_list]
-            except Exception:  # noqa: BLE001 - no partition yet
-                old = []
-            stale = [p for p in old if p not in dests]
+        # 1. the new version is complete: every file written is in place (a concurrent launch of the same run id
+        #    deletes versions other than its own once it has published; then this one must not publish)
+        missing = [p for files in by_table.values() for p in files if not FileSystems.exists(p)]
+        if missing:
+            raise OSError(f"run {run_id} version {version}: {len(missing)} written files are gone (another launch "
+                          f"of the same run id published meanwhile?), e.g. {missing[0]}")
+        # 2. the flip: one pointer names the new version (temporary name first: never a half-written pointer)
+        pointer = pointer_path(output, run_id)
+        temp = _join(output, POINTER_DIR, f"_tmp-{version}-run_id={run_id}.json.tmp")
+        if _is_local(pointer):
+            os.makedirs(posixpath.dirname(pointer), exist_ok=True)
+        info = {"run_id": run_id, VERSION_KEY: version, "schema_version": SCHEMA_VERSION,
+                "files": {t: sorted(posixpath.basename(p) for p in files) for t, files in by_table.items()}}
+        _step("write the pointer under a temporary name", lambda: _write_json(temp, info))
+        _step("flip the pointer", lambda: self._replace(temp, pointer))
+        # 3. only now: every other version of this run, older-layout files, and the old staging folder
+        for table in TABLES:
+            keep = version_dir(output, table, run_id, version) + "/"
+            stale = [p for p in self._files_under(partition_dir(output, table, run_id)) if not p.startswith(keep)]
             if stale:
-                FileSystems.delete(stale)
-            # Idempotent on retry: a source already moved (missing, destination present) is skipped.
-            moves = [(s, d) for s, d in zip(files, dests) if FileSystems.exists(s)]
-            if moves:
-                dest_present = [d for _, d in moves if FileSystems.exists(d)]
-                if dest_present:
-                    FileSystems.delete(dest_present)
-                FileSystems.rename([s for s, _ in moves], [d for _, d in moves])
-            published[table] = dests
-        info = json.dumps({"run_id": self._run_id, "schema_version": SCHEMA_VERSION, "launch_id": self._launch_id,
-                           "files": {t: len(f) for t, f in published.items()}}).encode()
-        for marker in markers:
-            with FileSystems.create(marker) as f:
-                f.write(info)
-        staging = staging_dir(self._output, self._run_id, self._launch_id)
-        try:
-            FileSystems.delete([staging + "/"] if not _is_local(staging) else [staging])
-        except Exception:  # noqa: BLE001 - leftover staging is harmless (under _staging)
-            _LOG.warning("could not delete staging folder %s", staging, exc_info=True)
-        if _is_local(staging):  # drop now-empty parents; object stores have no folders
-            for parent in (posixpath.dirname(staging), posixpath.dirname(posixpath.dirname(staging))):
-                try:
-                    os.rmdir(parent)
-                except OSError:
-                    break
-        for table, files in published.items():
+                _step(f"delete {len(stale)} stale files of {table}", lambda stale=stale: FileSystems.delete(stale))
+            if _is_local(keep):
+                self._prune_empty_dirs(partition_dir(output, table, run_id))
+        staging = _join(output, "_staging", f"run_id={run_id}")
+        leftovers = self._files_under(staging) + [p for p in self._files_under(_join(output, POINTER_DIR))
+                                                  if posixpath.basename(p).endswith(f"-run_id={run_id}.json.tmp")]
+        if leftovers:
+            _step("delete leftovers of killed launches", lambda: FileSystems.delete(leftovers))
+        if _is_local(staging):
+            self._prune_empty_dirs(_join(output, "_staging"), remove_root=True)
+        for table, files in by_table.items():
             yield {"table": table, "files": files}
+
+    @staticmethod
+    def _replace(src: str, dst: str) -> None:
+        if _is_local(dst):
+            os.replace(src, dst)  # atomic on POSIX: readers see the old pointer or the new one
+        else:  # an object store: the copy creates the object in one step; the temp object goes afterwards
+            FileSystems.rename([src], [dst])
+
+    @staticmethod
+    def _files_under(folder: str) -> list[str]:
+        try:
+            return [m.path for m in FileSystems.match([_join(folder, "**")])[0].metadata_list]
+        except Exception:  # noqa: BLE001 - nothing there yet
+            return []
+
+    @staticmethod
+    def _prune_empty_dirs(root: str, remove_root: bool = False) -> None:
+        if not os.path.isdir(root):
+            return
+        for dirpath, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+            if dirpath != root or remove_root:
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
 
 
 class WriteRunTables(beam.PTransform):
@@ -122,7 +162,7 @@ class WriteRunTables(beam.PTransform):
     Args:
         output: output folder or URI prefix.
         run_id: the run's partition value.
-        launch_id: unique per launch (names the staging folder).
+        launch_id: unique per launch: the ``version=`` folder of this launch's files.
         codec: Parquet compression codec.
     """
 
@@ -135,12 +175,12 @@ class WriteRunTables(beam.PTransform):
         missing = sorted(set(TABLES) - set(tables))
         if missing:
             raise ValueError(f"WriteRunTables needs every table; missing {missing}")
-        staging = staging_dir(self._output, self._run_id, self._launch_id)
         written = []
         for name, schema in TABLES.items():
             label = name.capitalize()
+            folder = version_dir(self._output, name, self._run_id, self._launch_id)
             files = tables[name] | f"Write{label}" >> beam.io.WriteToParquet(
-                _join(staging, name, "part"), schema=schema, codec=self._codec, file_name_suffix=".parquet")
+                _join(folder, "part"), schema=schema, codec=self._codec, file_name_suffix=".parquet")
             written.append(files | f"Tag{label}Files" >> beam.Map(lambda path, table=name: (table, path)))
         return (written
                 | "FlattenWrittenFiles" >> beam.Flatten()

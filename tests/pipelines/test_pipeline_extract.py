@@ -29,7 +29,7 @@ def _crop(src: Path, box: tuple[int, int, int, int], scale: float = 0.5) -> Imag
 
 def _table(out: Path, name: str, run_id: str) -> list[dict]:
     """One run's rows, read the way analysts do: the table folder as a Hive-partitioned dataset."""
-    assert sorted((out / name / f"run_id={run_id}").glob("*.parquet")), f"no {name} files for run {run_id}"
+    assert sorted((out / name / f"run_id={run_id}").glob("version=*/*.parquet")), f"no {name} files for {run_id}"
     table = pq.read_table(out / name, partitioning=PARTITIONING, filters=[("run_id", "=", run_id)])
     # The files hold exactly the schema's columns; pyarrow appends run_id from the folder.
     assert table.schema.names == TABLES[name].names + ["run_id"], table.schema.names
@@ -137,8 +137,9 @@ def test_every_table_of_a_kie_run(first_run):
         a = ents[(p["doc_key"], p["page_no"], p["answer_id"])]
         assert (q["text"], a["text"]) == (p["question_text"], p["answer_text"])
     assert sum(d["pairs"] for d in docs.values()) == len(pairs)
-    for name in ("documents", "pages", "lines", "entities", "pairs", "errors"):
-        assert (out / name / "run_id=r1" / "_SUCCESS").is_file()
+    for name in ("documents", "pages", "lines", "entities", "pairs", "errors"):  # one version, published
+        assert len(list((out / name / "run_id=r1").iterdir())) == 1
+    assert (out / "_published" / "run_id=r1.json").is_file()
     assert not (out / "_staging").exists()
     result = _RESULTS["r1"]
     assert (_counter(result, "documents_ok"), _counter(result, "documents_failed_probe")) == (4, 1)
@@ -152,7 +153,7 @@ def test_every_table_of_a_kie_run(first_run):
     from pipelines.inspect_output import check_output
 
     found = duckdb.connect().execute(
-        f"SELECT run_id, count(*), sum(pages_skipped) FROM read_parquet('{out}/documents/*/*.parquet', "
+        f"SELECT run_id, count(*), sum(pages_skipped) FROM read_parquet('{out}/documents/*/*/*.parquet', "
         "hive_partitioning=true) GROUP BY run_id").fetchall()
     assert found == [("r1", 5, 1)]
     assert check_output(str(out), expected_documents=5) == []
@@ -226,5 +227,5 @@ def test_reads_and_writes_gs_through_an_emulator(gcs, corpus, tiny_kie_dirs):
 
     from apache_beam.io.filesystems import FileSystems
 
-    assert FileSystems.exists(f"{gcs}/out/documents/run_id=g1/_SUCCESS")
+    assert FileSystems.exists(f"{gcs}/out/_published/run_id=g1.json")
     assert not FileSystems.match([f"{gcs}/out/_staging/**"])[0].metadata_list

@@ -87,8 +87,7 @@ def test_accounting_invariant_and_check_clean(hostile):
     failed = [d for d in docs if d["status"] == "failed"]
     assert len(ok) + len(failed) == inputs
     assert check_output(str(out), "h1", expected_documents=inputs) == []
-    for name in TABLE_NAMES:
-        assert (out / name / "run_id=h1" / "_SUCCESS").is_file()
+    assert (out / "_published" / "run_id=h1.json").is_file()
 
 
 def test_each_corpus_file_gets_its_expected_reason(hostile):
@@ -155,6 +154,6 @@ def test_no_credentials_in_any_table_and_ids_never_become_paths(hostile):
     assert docs["../../escaped"]["status"] == "ok" and docs["/etc/passwd"]["status"] == "ok"
     assert sorted(p.name for p in root.parent.iterdir()) == hostile["before"]
     assert sorted(p.name for p in root.iterdir()) == sorted(["in dir ünï 文档", "manifest.csv", "out"])
-    assert sorted(p.name for p in out.iterdir()) == sorted(TABLE_NAMES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*TABLE_NAMES, "_published"])
     for table in TABLE_NAMES:
         assert [p.name for p in (out / table).iterdir()] == ["run_id=h1"]

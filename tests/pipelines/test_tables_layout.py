@@ -80,13 +80,13 @@ def test_files_hold_the_schema_columns_and_the_folder_holds_run_id(output):
     assert set(ROW_TABLES) | {"documents"} == set(TABLES)
     for name, schema in TABLES.items():
         for run_id in RUNS:
-            files = sorted((output / name / f"run_id={run_id}").glob("*.parquet"))
-            assert files and (output / name / f"run_id={run_id}" / "_SUCCESS").is_file()
+            files = sorted((output / name / f"run_id={run_id}" / f"version=launch-{run_id}").glob("*.parquet"))
+            assert files and (output / "_published" / f"run_id={run_id}.json").is_file()
             assert all(pq.read_schema(f).names == schema.names for f in files)  # no run_id column
 
 
 def test_pyarrow_reads_a_table_folder_with_run_id_from_the_partition(output):
-    plain = pq.read_table(output / "lines")  # default hive discovery; _SUCCESS is ignored
+    plain = pq.read_table(output / "lines")  # default hive discovery: run_id and version from the folders
     assert sorted(set(plain.column("run_id").to_pylist())) == sorted(RUNS) and plain.num_rows == 2 * 6
     docs = pq.read_table(output / "documents", partitioning=PARTITIONING)
     assert docs.schema.field("run_id").type == pa.string()
@@ -100,7 +100,7 @@ def test_pyarrow_reads_a_table_folder_with_run_id_from_the_partition(output):
 
 def test_duckdb_reads_the_partitions_and_the_readme_views_run(output):
     con = duckdb.connect()
-    got = con.execute(f"SELECT run_id, typeof(run_id), count(*) FROM read_parquet('{output}/documents/*/*.parquet', "
+    got = con.execute(f"SELECT run_id, typeof(run_id), count(*) FROM read_parquet('{output}/documents/*/*/*.parquet', "
                       "hive_partitioning=true, hive_types={'run_id': VARCHAR}) GROUP BY ALL ORDER BY 1").fetchall()
     assert got == [("2024", "VARCHAR", 2), ("r1", "VARCHAR", 2)]
     con.execute(duckdb_views_sql(str(output)))
@@ -121,10 +121,10 @@ def test_a_file_that_also_stores_run_id_breaks_hive_readers_and_is_flagged(outpu
 
     copy = tmp_path / "out"
     shutil.copytree(output, copy)
-    legacy = sorted((copy / "pages").glob("run_id=*/*.parquet"))
+    legacy = sorted((copy / "pages").glob("run_id=*/version=*/*.parquet"))
     for path in legacy:  # the schema 1.x layout: run_id in the folder AND as a column
         t = pq.read_table(path)
-        run_id = path.parent.name.split("=", 1)[1]
+        run_id = path.parent.parent.name.split("=", 1)[1]
         pq.write_table(t.append_column("run_id", pa.array([run_id] * t.num_rows)), path)
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):  # column vs partition: duplicate or clashing types
         pq.read_table(copy / "pages")
