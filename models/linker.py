@@ -55,6 +55,22 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(inter, 0.0) / shorter if shorter > 0 else 0.0
 
 
+def _nearest_before(ans: tuple[float, ...], questions: list[tuple[int, tuple[float, ...]]], h: float, *, axis: int,
+                    slack: float, overlap: float, max_gap: float) -> int | None:
+    """The question that ends before ``ans`` along ``axis`` (0 = x: to its left, 1 = y: above it), overlaps it by
+    ``overlap`` on the other axis and is nearest, within ``max_gap`` x ``h``; None if there is none."""
+    other = 1 - axis
+    found = []
+    for q, b in questions:
+        gap = ans[axis] - b[axis + 2]
+        if not -slack * h <= gap <= max_gap * h:
+            continue
+        if _overlap(b[other], b[other + 2], ans[other], ans[other + 2]) < overlap:
+            continue
+        found.append((gap, q))
+    return min(found)[1] if found else None
+
+
 def link_by_rule(boxes: Sequence[Box], labels: Sequence[str],
                  config: RuleConfig = DEFAULT_RULE) -> list[tuple[int, int]]:
     """Links answers to questions by the rule in the module docstring.
@@ -78,24 +94,15 @@ def link_by_rule(boxes: Sequence[Box], labels: Sequence[str],
     for a, kind in enumerate(kinds):
         if kind != "ANSWER":
             continue
-        ax0, ay0, ax1, ay1 = (float(v) for v in boxes[a])
-        h = max(ay1 - ay0, 1e-6)
-        best, best_gap = None, None
-        for q in questions:  # 1. same row, to the left
-            qx0, qy0, qx1, qy1 = (float(v) for v in boxes[q])
-            if qx1 > ax0 + config.left_slack * h or _overlap(qy0, qy1, ay0, ay1) < config.row_overlap:
-                continue
-            gap = ax0 - qx1
-            if gap <= config.max_row_gap * h and (best_gap is None or gap < best_gap):
-                best, best_gap = q, gap
-        if best is None:
-            for q in questions:  # 2. above, same column
-                qx0, qy0, qx1, qy1 = (float(v) for v in boxes[q])
-                if qy1 > ay0 + config.above_slack * h or _overlap(qx0, qx1, ax0, ax1) < config.col_overlap:
-                    continue
-                gap = ay0 - qy1
-                if gap <= config.max_col_gap * h and (best_gap is None or gap < best_gap):
-                    best, best_gap = q, gap
+        ans = tuple(float(v) for v in boxes[a])
+        h = max(ans[3] - ans[1], 1e-6)
+        qs = [(q, tuple(float(v) for v in boxes[q])) for q in questions]
+        # 1. same row, to the left
+        best = _nearest_before(ans, qs, h, axis=0, slack=config.left_slack, overlap=config.row_overlap,
+                               max_gap=config.max_row_gap)
+        if best is None:  # 2. above, same column
+            best = _nearest_before(ans, qs, h, axis=1, slack=config.above_slack, overlap=config.col_overlap,
+                                   max_gap=config.max_col_gap)
         if best is not None:
             out.append((best, a))
     return out

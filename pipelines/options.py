@@ -68,7 +68,9 @@ class ExtractOptions(PipelineOptions):
         g.add_argument("--rec_model_dir", default=None, help="PP-OCR recognition inference folder")
         g.add_argument("--rec_char_dict_path", default=None, help="recognition character dictionary")
         g.add_argument("--ser_model_dir", default=None, help="SER model folder (local or gs://); 'none' = OCR only")
-        g.add_argument("--re_model_dir", default=None, help="RE model folder (local or gs://); 'none' = no RE")
+        g.add_argument("--re_model_dir", default=None,
+                       help="RE model folder (local or gs://); 'rule' = link answers to questions by the geometric "
+                            "rule (models.linker), no RE model; 'none' = no pairs")
         g.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
         g.add_argument("--enable_mkldnn", type=_bool, default=True, help="oneDNN on CPU (true/false)")
         g.add_argument("--cpu_threads", type=int, default=2)
@@ -141,8 +143,9 @@ class ExtractConfig:
 
 
 def default_kie_dirs() -> tuple[Path, Path] | None:
-    """The default ``(ser, re)`` folders (``models/assets/default_kie`` or the model home), or None if absent."""
-    for base in (_PIPELINES.parent / "models" / "assets" / "default_kie", zoo.default_kie_dir()):
+    """The default ``(ser, re)`` folders, or None if absent: the model home's ``kie/default/`` when it holds a SER
+    folder (a user's override, as the README says), else the bundled ``models/assets/default_kie``."""
+    for base in (zoo.default_kie_dir(), _PIPELINES.parent / "models" / "assets" / "default_kie"):
         if (base / "ser").is_dir():
             return base / "ser", base / "re"
     return None
@@ -229,7 +232,13 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
             ser, re_dir = (str(defaults[0]), o.re_model_dir or str(defaults[1])) if defaults else (None, None)
         if re_dir is not None and re_dir.strip().lower() == "none":
             re_dir = None
-        if ser is not None:
+        if re_dir is not None and re_dir.strip().lower() == "rule":
+            re_dir = "rule"  # the geometric rule (models.linker), no RE model
+        if ser is not None and re_dir == "rule":
+            _check_exists(ser, "--ser_model_dir", local_runner)
+            _verify_local_models((ser,), o.allow_unverified_models)
+            kie = KieSettings(ser, re_dir, inference)
+        elif ser is not None:
             re_dir = _local_path(re_dir) if re_dir else None
             if re_dir is not None and not ser_flag and not Path(re_dir).exists():
                 re_dir = None  # the default KIE folder may ship SER only

@@ -236,7 +236,7 @@ PRESETS: dict[str, TrainConfig] = {
     "default_ser": TrainConfig(task="ser", model=_DEFAULT, vocab_size=8000, epochs=10, batch_size=8,
                                learning_rate=1e-3, warmup_epochs=0.5, schedule="linear", dropout=0.1, eval_every=0,
                                udml_layers=(1, 3), bucket_by_length=True, save_every=100, progress=False),
-    "default_re_head": TrainConfig(task="re", re_head="geo", model=_DEFAULT, epochs=40, batch_size=4,
+    "default_re_head": TrainConfig(task="re", re_head="geo", model=_DEFAULT, epochs=12, batch_size=4,
                                    learning_rate=1e-3, warmup_epochs=1, schedule="linear", clip_norm=10.0,
                                    dropout=0.1, progress=False),
 }

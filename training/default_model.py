@@ -181,6 +181,7 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     meta = json.loads(meta_path.read_text())
     meta["decode"] = "bio"  # models trained here: whole entities, key/value lines split (models.ser_decoding)
     meta_path.write_text(json.dumps(meta, indent=2, default=str))
+    write_sha256sums(out / "ser")
     report = evaluate_report(str(out / "ser"), str(out / "re"), manifest, "test", end2end=True)
     docs, _ = load_split(load_manifest(manifest), "test")
     kie, pages = KiePredictor.from_dirs(out / "ser", out / "re"), _gold_pages(docs)
@@ -189,7 +190,8 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     kie(pages)
     report["kie_ms_per_page"] = round((time.perf_counter() - t0) * 1000 / len(pages), 1)
     sizes = {str(f.relative_to(out)): f.stat().st_size for f in sorted(out.rglob("*")) if f.is_file()}
-    record = {"command": command, "train_seconds": {k: round(v, 1) for k, v in timings.items()},
+    stages = [command.replace("--stage export", f"--stage {st}") for st in ("ser", "re", "export")]
+    record = {"command": " && ".join(stages) if "--stage export" in command else command, "train_seconds": {k: round(v, 1) for k, v in timings.items()},
               "evaluation": report, "bytes": sizes,
               "validation_split": "model selection: XFUND zh train documents 139..148; every number in "
                                   "'evaluation': documents 0..29 (never trained or tuned on)"}

@@ -193,3 +193,17 @@ def test_entities_decoding_from_constructed_probabilities(tiny_kie_dirs):
     assert kie.relate(page, toks, ents) == [(0, 1, 1.0)]  # the rule links the split key to its value
     _, _, voted = kie.entities(page, toks, decode="vote")
     assert len(voted) == 1 and voted[0].text == text
+
+
+def test_re_model_dir_rule_reaches_the_kie_handler(tmp_path, tiny_kie_dirs):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.options import to_config
+    from transforms.inference import KieModelHandler
+
+    flags = [f"--input={tmp_path}/*.jpg", f"--output={tmp_path}/out", f"--ser_model_dir={tiny_kie_dirs[0]}",
+             "--re_model_dir=rule"]
+    cfg = to_config(PipelineOptions(flags))
+    assert cfg.kie.re_model_dir == "rule"
+    model = KieModelHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir, cfg.kie.inference).load_model()
+    assert "re=rule" in model.version()
