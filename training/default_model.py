@@ -191,7 +191,8 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     report["kie_ms_per_page"] = round((time.perf_counter() - t0) * 1000 / len(pages), 1)
     sizes = {str(f.relative_to(out)): f.stat().st_size for f in sorted(out.rglob("*")) if f.is_file()}
     stages = [command.replace("--stage export", f"--stage {st}") for st in ("ser", "re", "export")]
-    record = {"command": " && ".join(stages) if "--stage export" in command else command, "train_seconds": {k: round(v, 1) for k, v in timings.items()},
+    record = {"command": " && ".join(stages) if "--stage export" in command else command,
+              "train_seconds": {k: round(v, 1) for k, v in timings.items()},
               "evaluation": report, "bytes": sizes,
               "validation_split": "model selection: XFUND zh train documents 139..148; every number in "
                                   "'evaluation': documents 0..29 (never trained or tuned on)"}
