@@ -207,3 +207,15 @@ def test_re_model_dir_rule_reaches_the_kie_handler(tmp_path, tiny_kie_dirs):
     assert cfg.kie.re_model_dir == "rule"
     model = KieModelHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir, cfg.kie.inference).load_model()
     assert "re=rule" in model.version()
+
+
+def test_models_kie_imports_light_on_workers():
+    """The KIE handler's module pulls in neither the training code nor the dynamic-graph model code."""
+    import subprocess
+    import sys
+
+    code = ("import sys, models.kie; bad = [m for m in sys.modules if m in ('models.checkpoint', 'models.layoutxlm')"
+            " or m == 'training' or m.startswith('training.')]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=__import__("pathlib").Path(__file__).parents[2])
+    assert out.stdout.strip() == "[]", out.stdout
