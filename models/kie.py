@@ -273,9 +273,10 @@ class KiePredictor:
                     hidden[p][i] = outs[1][row, :n]
         return [PageTokens(ws, pr, hd, pc) for ws, pr, hd, pc in zip(page_windows, probs, hidden, pieces)]
 
-    def _line_tokens(self, page: PageOcr, toks: PageTokens) -> list[list[tuple[int, int, int]]]:
+    @staticmethod
+    def _line_tokens(n_lines: int, toks: PageTokens) -> list[list[tuple[int, int, int]]]:
         """Per line, its pieces' places: ``(window, start, end)`` token ranges in window order."""
-        places: list[list[tuple[int, int, int]]] = [[] for _ in page.lines]
+        places: list[list[tuple[int, int, int]]] = [[] for _ in range(n_lines)]
         for i, w in enumerate(toks.windows):
             for k, (s, e) in zip(w.line_ids, w.line_spans):
                 places[k].append((i, s, e))
@@ -286,7 +287,7 @@ class KiePredictor:
         """Decodes one page: ``(line labels, line scores, entities)`` (``decode`` overrides the predictor's)."""
         decode = decode or self.decode
         names, scores, ents = [], [], []
-        for k, (line, places) in enumerate(zip(page.lines, self._line_tokens(page, toks))):
+        for k, (line, places) in enumerate(zip(page.lines, self._line_tokens(len(page.lines), toks))):
             if not places:
                 names.append("O")
                 scores.append(0.0)

@@ -6,7 +6,8 @@
   argmax == 1; micro F1 over ``(head span, tail span)`` per window.
 * End-to-end (:func:`evaluate_end2end`): any OCR callable ``images -> [PageOcr]`` and any KIE callable
   ``[PageOcr] -> [PageKie]`` (e.g. ``models.ocr.OcrPredictor`` and ``models.kie.KiePredictor``), scored against the
-  labels as ``eval_with_label_end2end`` (:func:`training.metrics.end2end_scores`).
+  labels as ``eval_with_label_end2end`` (:func:`training.metrics.end2end_scores`). Exported folders on a manifest
+  split, page images included, go through ``training.report`` (``kiebeam evaluate --ser_dir ... --end2end``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from training.data import Example, re_batch, ser_batch
 from training.metrics import end2end_scores, re_scores, ser_scores
 from training.shards import KieDocument
 
-__all__ = ["evaluate_ser", "evaluate_re", "evaluate_end2end", "evaluate_checkpoint", "evaluate_end2end_split"]
+__all__ = ["evaluate_ser", "evaluate_re", "evaluate_end2end", "evaluate_checkpoint"]
 
 
 def _tensors(batch: dict[str, np.ndarray], keys: Sequence[str]) -> dict[str, paddle.Tensor]:
@@ -174,45 +175,3 @@ def evaluate_checkpoint(checkpoint: str, manifest: str, split: str = "test", *, 
         metrics["paddleocr_compat"] = (evaluate_ser(ck.model, compat, m.labels, batch_size) if ck.task == "ser"
                                        else evaluate_re(ck.model, compat, batch_size))
     return {"task": ck.task, "split": split, "checkpoint": str(checkpoint), **metrics, "skipped": len(skips)}
-
-
-def evaluate_end2end_split(manifest: str, split: str, ser_dir: str, re_dir: str | None = None, *,
-                           limit: int = 0) -> dict[str, Any]:
-    """End-to-end OCR (bundled PP-OCRv4) + exported SER on the documents of a split that have images.
-
-    Args:
-        manifest: the manifest URI (shards need an ``image_dir``).
-        split: ``train``, ``val`` or ``test``.
-        ser_dir: exported SER folder; ``re_dir``: exported RE folder or None.
-        limit: evaluate at most this many pages (0 = all).
-
-    Returns:
-        The end-to-end scores plus ``pages``.
-    """
-    import fsspec
-    from PIL import Image
-
-    from models.kie import KiePredictor
-    from models.ocr import OcrPredictor
-    from training.shards import load_manifest, read_shard
-
-    m = load_manifest(manifest)
-    docs, images = [], []
-    for s in m.split(split):
-        if not s.image_dir:
-            continue
-        found, _ = read_shard(s.uri, m.labels, sha256=s.sha256, image_dir=s.image_dir, page_size=s.page_size,
-                              sizes_uri=s.sizes_uri)
-        for d in found:
-            if limit and len(docs) >= limit:
-                break
-            try:
-                with fsspec.open(f"{s.image_dir.rstrip('/')}/{d.name}", "rb") as f:
-                    images.append(np.asarray(Image.open(f).convert("RGB")))
-            except FileNotFoundError:
-                continue
-            docs.append(d)
-    if not docs:
-        raise ValueError(f"split {split!r} of {manifest} has no documents with images")
-    scores = evaluate_end2end(docs, images, OcrPredictor(), KiePredictor.from_dirs(ser_dir, re_dir))
-    return {**scores, "pages": len(docs)}
