@@ -26,7 +26,6 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
@@ -44,17 +43,10 @@ from transforms.documents import (
     key_ref,
     lacks_bytes,
 )
-from transforms.inference import KieModelHandler, OcrModelHandler
+from transforms.inference import KiePageHandler, OcrPageHandler, RunPageInference
 from transforms.inputs import MatchPatternFn, ReadManifestFn, read_manifest_rows
 from transforms.progress import ReportProgressFn
-from transforms.rows import (
-    ROW_TABLES,
-    BuildDocumentRowFn,
-    ToRowsFn,
-    failed_batch_to_outcomes,
-    kie_result_to_outcome,
-    ocr_result_to_outcome,
-)
+from transforms.rows import ROW_TABLES, BuildDocumentRowFn, ToRowsFn
 from transforms.write import WriteRunTables, version_dir
 
 __all__ = ["run", "build_graph", "add_subcommand", "summarize", "main"]
@@ -127,26 +119,14 @@ def build_graph(pipeline: beam.Pipeline, cfg: ExtractConfig) -> dict[str, beam.P
                | "FlattenPageRefs" >> beam.Flatten()
                | "DecodePages" >> beam.ParDo(DecodePageFn(cfg.limits)).with_outputs(FAILED_TAG, main="images"))
 
-    # 3. Models: OCR on pixels, then SER/RE on text + boxes (failed pages pass through with their error).
-    #    With --inference_timeout_secs a batch that takes longer fails as a whole (its pages: error 'timeout').
-    timed_out = []
-    ocr_results = decoded.images | "RunOcr" >> _bounded(RunInference(OcrModelHandler(cfg.ocr, cfg.ocr_handler)),
-                                                        cfg.inference_timeout_s)
-    if cfg.inference_timeout_s is not None:
-        ocr_results, ocr_failed = ocr_results
-        timed_out.append(ocr_failed.failed_inferences
-                         | "OcrTimeoutsToOutcomes" >> beam.FlatMap(failed_batch_to_outcomes, "ocr"))
-    outcomes = ocr_results | "ToPageOutcomes" >> beam.Map(ocr_result_to_outcome)
+    # 3. Models: OCR on pixels, then SER/RE on text + boxes, page outcome in and out (failed pages pass through with
+    #    their error; a batch past --inference_timeout_secs fails its pages with 'timeout').
+    outcomes = decoded.images | "RunOcr" >> RunPageInference(OcrPageHandler(cfg.ocr, cfg.ocr_handler),
+                                                             cfg.inference_timeout_s)
     if cfg.kie is not None:
-        kie_results = outcomes | "RunKie" >> _bounded(
-            RunInference(KieModelHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir, cfg.kie.inference,
-                                         cfg.kie_handler)), cfg.inference_timeout_s)
-        if cfg.inference_timeout_s is not None:
-            kie_results, kie_failed = kie_results
-            timed_out.append(kie_failed.failed_inferences
-                             | "KieTimeoutsToOutcomes" >> beam.FlatMap(failed_batch_to_outcomes, "kie"))
-        outcomes = kie_results | "UnwrapKie" >> beam.Map(kie_result_to_outcome)
-    outcomes = (outcomes, decoded[FAILED_TAG], *timed_out) | "FlattenOutcomes" >> beam.Flatten()
+        kie = KiePageHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir, cfg.kie.inference, cfg.kie_handler)
+        outcomes = outcomes | "RunKie" >> RunPageInference(kie, cfg.inference_timeout_s)
+    outcomes = (outcomes, decoded[FAILED_TAG]) | "FlattenOutcomes" >> beam.Flatten()
     if cfg.progress_interval_s > 0:  # a side branch: progress lines with rate and ETA for long local runs
         # No side input for the total: it would cut this step off the model stage, and the FnApiRunner runs stage
         # after stage, so every line would come at the end. The launcher counts the inputs instead (local runs).
@@ -187,15 +167,6 @@ def _count_inputs(cfg: ExtractConfig) -> int:
         return int(total)
     except Exception:  # noqa: BLE001 - progress is a nicety; the pipeline reports bad inputs itself
         return 0
-
-
-def _bounded(inference: RunInference, timeout_s: float | None) -> RunInference:
-    """``inference`` with Beam's per-batch timeout when one is set (its output is then ``(results, dead letters)``).
-
-    Measured (FnApiRunner, PP-OCRv4, 2 cores): a batch past the limit goes to ``failed_inferences`` and the pipeline
-    goes on, but the call itself cannot be interrupted in-process: its thread keeps the CPU until Paddle returns.
-    """
-    return inference if timeout_s is None else inference.with_exception_handling(timeout=timeout_s)
 
 
 def summarize(output: str, run_id: str) -> dict:

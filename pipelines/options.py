@@ -323,7 +323,7 @@ def probe_io(cfg: ExtractConfig) -> int:
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.refs import redact
+    from schemas.errors import redact
 
     deadline = time.monotonic() + cfg.io_probe_timeout_s
     paths = [*cfg.inputs, *([cfg.manifest] if cfg.manifest else []), cfg.output]

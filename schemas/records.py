@@ -1,4 +1,6 @@
-"""Typed records that stages exchange. Framework-free: no Paddle, no Beam.
+"""What a page becomes: its OCR lines, its entities and key/value pairs, and the one outcome that carries them.
+
+Framework-free: no Paddle, no Beam (nor numpy: pixels are typed loosely).
 
 Coordinate convention: every box and polygon here is in **pixels of the decoded page image**
 (origin top-left, x to the right, y down). Only ``models.features`` converts boxes to LayoutXLM's
@@ -7,9 +9,12 @@ Coordinate convention: every box and polygon here is in **pixels of the decoded 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["OcrLine", "PageOcr", "Entity", "KeyValuePair", "PageKie"]
+from schemas.errors import ErrorInfo
+from schemas.refs import DocRef
+
+__all__ = ["OcrLine", "PageOcr", "Entity", "KeyValuePair", "PageKie", "PageOutcome"]
 
 Box = tuple[int, int, int, int]
 Polygon = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
@@ -99,3 +104,39 @@ class PageKie:
     windows: int = 1
     ser_ms: float = 0.0
     re_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PageOutcome:
+    """The single outcome of one page, from decoding to rows: what the models found, or the error that stopped it.
+
+    Both model handlers take and return it (``transforms.inference``): decoding sets ``image``, OCR replaces it
+    with ``ocr`` (or ``error``), KIE adds ``kie`` (or ``error``); a failed outcome passes on untouched.
+
+    Attributes:
+        doc: the page's document.
+        page_no: 0-based page index in the document.
+        width / height: page size in pixels, from OCR (None before OCR or when it failed).
+        decode_ms: time spent reading and decoding the page.
+        image: decoded RGB ``uint8`` pixels ``(H, W, 3)`` between decoding and OCR, else None (OCR drops them, so
+            no pixels cross a later shuffle).
+        ocr / kie: the models' results.
+        error: why the page failed (then no further model runs on it).
+        ocr_model / kie_model: version strings of the models that made it.
+    """
+
+    doc: DocRef
+    page_no: int
+    width: int | None = None
+    height: int | None = None
+    decode_ms: float = 0.0
+    ocr: PageOcr | None = None
+    kie: PageKie | None = None
+    error: ErrorInfo | None = None
+    ocr_model: str | None = None
+    kie_model: str | None = None
+    image: object = None  # np.ndarray; typed loosely so this module stays numpy-free
+
+    def with_(self, **changes: object) -> PageOutcome:
+        """Returns a copy with the given fields replaced."""
+        return replace(self, **changes)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.features import ReInputs, Window, batch_windows, bio_labels, build_re_inputs, build_windows
-from training.shards import KieDocument
+from schemas.annotations import KieDocument
 
 __all__ = ["Example", "encode_documents", "ser_batch", "re_batch", "document_texts", "LengthBucketSampler"]
 

@@ -19,10 +19,10 @@ import numpy as np
 import paddle
 
 from models.features import bio_labels
+from schemas.annotations import KieDocument
 from schemas.records import PageKie, PageOcr
 from training.data import Example, re_batch, ser_batch
 from training.metrics import end2end_scores, re_scores, ser_scores
-from training.shards import KieDocument
 
 __all__ = ["evaluate_ser", "evaluate_re", "evaluate_end2end", "evaluate_checkpoint"]
 

@@ -33,8 +33,8 @@ from models.features import (
     build_windows,
     tokenize_lines,
 )
+from schemas.annotations import KieDocument
 from training.data import Example
-from training.shards import KieDocument
 
 __all__ = ["kept_by_chunk", "re_chunk_start", "paddleocr_examples"]
 

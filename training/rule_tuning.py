@@ -29,7 +29,7 @@ GRID = {
 
 
 def rule_f1(documents: list, config: RuleConfig) -> PRF:
-    """Pair P/R/F1 of the rule with gold entities over documents (``training.shards.KieDocument``)."""
+    """Pair P/R/F1 of the rule with gold entities over documents (``schemas.annotations.KieDocument``)."""
     tp = n_pred = n_gold = 0
     for d in documents:
         gold = set(d.links())

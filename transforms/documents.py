@@ -17,8 +17,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from schemas.errors import ErrorInfo, error_info
+from schemas.records import PageOutcome
+from schemas.refs import DocHeader, DocRef, PageRef
 from transforms.decode import DecodeLimits, decode_page, probe_document
-from transforms.refs import DocHeader, DocRef, ErrorInfo, PageImage, PageOutcome, PageRef, error_info
 
 __all__ = ["ReadProbeFn", "DecodePageFn", "read_bytes", "HEADERS_TAG", "FAILED_TAG", "has_bytes", "lacks_bytes",
            "key_ref", "key_header", "first"]
@@ -82,7 +84,7 @@ class ReadProbeFn(beam.DoFn):
 
 
 class DecodePageFn(beam.DoFn):
-    """PageRef -> :class:`PageImage` (main output), or a failed :class:`PageOutcome` (``FAILED_TAG`` output).
+    """PageRef -> a :class:`PageOutcome` with its ``image`` (main output), or a failed one (``FAILED_TAG`` output).
 
     A re-read whose sha256 differs from the probed one fails the page (``changed_during_run``) instead of
     mixing two versions of a document.
@@ -92,7 +94,7 @@ class DecodePageFn(beam.DoFn):
         self._limits = limits
         self._decode_ms = Metrics.distribution("kiebeam", "decode_ms")
 
-    def process(self, ref: PageRef) -> Iterator[PageImage | beam.pvalue.TaggedOutput]:
+    def process(self, ref: PageRef) -> Iterator[PageOutcome | beam.pvalue.TaggedOutput]:
         """Decodes one page."""
         start = time.perf_counter()
         stage = "read"
@@ -112,7 +114,7 @@ class DecodePageFn(beam.DoFn):
             return
         decode_ms = _ms(start)
         self._decode_ms.update(int(decode_ms))
-        yield PageImage(ref.doc, ref.page_no, image, decode_ms)
+        yield PageOutcome(ref.doc, ref.page_no, decode_ms=decode_ms, image=image)
 
 
 def has_bytes(ref: PageRef) -> bool:

@@ -1,8 +1,11 @@
-"""RunInference model handlers for OCR and KIE, with per-element outcomes.
+"""The model stages: OCR and KIE model handlers, and the RunInference step that turns every page into one outcome.
 
-Beam's RunInference dead-letter output works per batch (one bad page fails its whole batch), so these handlers
-catch a failing batch, retry its elements one by one and return an :class:`transforms.refs.ErrorInfo` as the
-inference of each element that still fails: every page gets exactly one outcome.
+Both handlers take and return :class:`schemas.records.PageOutcome`: :class:`OcrPageHandler` reads its ``image``
+and returns it with ``ocr`` (pixels dropped), :class:`KiePageHandler` adds ``kie``. A page that already failed
+passes through untouched. Beam's RunInference dead-letter output works per batch (one bad page fails its whole
+batch), so the handlers catch a failing batch, retry its elements one by one and give each element that still
+fails its ``error``; :class:`RunPageInference` turns the batches that Beam itself gives up on (a timeout) into
+failed outcomes too (:func:`failed_batch_to_outcomes`): every page leaves a model stage with exactly one outcome.
 
 Models load once per worker process through Beam's ``Shared`` (or once per VM with ``model_copies`` /
 ``large_model``, served through a proxy: that is why the loaded object exposes plain methods, ``predict`` and
@@ -19,16 +22,19 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from transforms.refs import ErrorInfo, PageImage, PageOutcome, error_info
+from schemas.errors import ErrorInfo, error_info
+from schemas.records import PageOutcome
 
-__all__ = ["OcrModelHandler", "KieModelHandler", "HandlerOptions", "localize", "LoadedModel"]
+__all__ = ["OcrPageHandler", "KiePageHandler", "RunPageInference", "failed_batch_to_outcomes", "HandlerOptions",
+           "localize", "LoadedModel"]
 
 _LOG = logging.getLogger(__name__)
 _PIXELS_PER_WEIGHT = 10_000_000  # a batch weight unit: up to ~one 2480x3508 page
@@ -186,7 +192,52 @@ def _load_with_fallback(build: Callable[[str | None], Any], device: str) -> Load
         return LoadedModel(build("cpu"))
 
 
-def _page_weight(page: PageImage) -> int:
+def _predict_pages(model: LoadedModel, batch: Sequence[PageOutcome], stage: str,
+                   model_input: Callable[[PageOutcome], Any], with_result: Callable[..., PageOutcome],
+                   ) -> list[PageOutcome]:
+    """Predicts the batch's pages that have a model input; the others (failed pages) pass through untouched.
+
+    Args:
+        model: the loaded predictor.
+        batch: the pages.
+        stage: ``"ocr"`` or ``"kie"`` (the stage of a page's error).
+        model_input: a page's input to the predictor, or None when it has none.
+        with_result: ``(page, result or ErrorInfo, model version)`` -> the page's new outcome.
+
+    Returns:
+        One outcome per page, in order.
+    """
+    todo = [i for i, p in enumerate(batch) if p.error is None and model_input(p) is not None]
+    out = list(batch)
+    if todo:
+        results = _predict_per_element(model, [model_input(batch[i]) for i in todo], stage)
+        version = model.version()
+        for i, r in zip(todo, results):
+            out[i] = with_result(batch[i], r, version)
+    return out
+
+
+def _pixels(page: PageOutcome) -> Any:  # noqa: ANN401 - np.ndarray or None
+    return page.image
+
+
+def _ocr(page: PageOutcome) -> Any:  # noqa: ANN401 - PageOcr or None
+    return page.ocr
+
+
+def _with_ocr(page: PageOutcome, ocr: Any, version: str) -> PageOutcome:  # noqa: ANN401 - PageOcr | ErrorInfo
+    if isinstance(ocr, ErrorInfo):
+        return page.with_(image=None, error=ocr, ocr_model=version)
+    return page.with_(image=None, width=ocr.width, height=ocr.height, ocr=ocr, ocr_model=version)
+
+
+def _with_kie(page: PageOutcome, kie: Any, version: str) -> PageOutcome:  # noqa: ANN401 - PageKie | ErrorInfo
+    if isinstance(kie, ErrorInfo):
+        return page.with_(error=kie, kie_model=version)
+    return page.with_(kie=kie, kie_model=version)
+
+
+def _page_weight(page: PageOutcome) -> int:
     shape = getattr(page.image, "shape", (1, 1))
     return 1 + (int(shape[0]) * int(shape[1]) - 1) // _PIXELS_PER_WEIGHT
 
@@ -196,8 +247,8 @@ def _outcome_weight(outcome: PageOutcome) -> int:
     return 1 + max(lines - 1, 0) // _LINES_PER_WEIGHT
 
 
-class OcrModelHandler(ModelHandler[PageImage, Any, LoadedModel]):
-    """PageImage -> ``PredictionResult(example, PageOcr | ErrorInfo, model_id=version)``.
+class OcrPageHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
+    """PageOutcome with ``image`` -> the same page with ``ocr``, page size and ``ocr_model`` (or ``error``), no pixels.
 
     Pixels cross the process boundary as they are. With ``model_copies`` / ``large_model`` every batch is pickled
     to the one model process (Beam's ``MultiProcessShared`` proxy), and Beam's large-model guide suggests sending
@@ -220,6 +271,8 @@ class OcrModelHandler(ModelHandler[PageImage, Any, LoadedModel]):
         config: the ``models.ocr.OcrConfig`` (model paths may be remote URIs; they are localised on the worker).
         options: batching and sharing.
     """
+
+    stage = "ocr"  # the stage of its pages' errors
 
     def __init__(self, config: Any, options: HandlerOptions = HandlerOptions()) -> None:  # noqa: ANN401
         super().__init__(element_size_fn=_page_weight, env_vars={"FLAGS_allocator_strategy": "auto_growth"},
@@ -246,14 +299,12 @@ class OcrModelHandler(ModelHandler[PageImage, Any, LoadedModel]):
         return _load_with_fallback(
             lambda device: OcrPredictor(config if device is None else _swap_inference(config, device)), self._device())
 
-    def run_inference(self, batch: Sequence[PageImage], model: LoadedModel,
-                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        """OCRs a batch of pages; each page gets a PageOcr or an ErrorInfo."""
-        results = _predict_per_element(model, [p.image for p in batch], "ocr")
-        version = model.version()
-        return [PredictionResult(p, r, version) for p, r in zip(batch, results)]
+    def run_inference(self, batch: Sequence[PageOutcome], model: LoadedModel,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[PageOutcome]:
+        """OCRs the pages that have pixels; each gets its ``PageOcr`` or its ``error``, and drops the pixels."""
+        return _predict_pages(model, batch, self.stage, _pixels, _with_ocr)
 
-    def get_num_bytes(self, batch: Sequence[PageImage]) -> int:
+    def get_num_bytes(self, batch: Sequence[PageOutcome]) -> int:
         """Pixel bytes of the batch (cheap; the default pickles the whole batch)."""
         return sum(int(getattr(p.image, "nbytes", 0)) for p in batch)
 
@@ -262,8 +313,8 @@ class OcrModelHandler(ModelHandler[PageImage, Any, LoadedModel]):
         return "KiebeamOcr"
 
 
-class KieModelHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
-    """PageOutcome (with OCR) -> ``PredictionResult(example, PageOutcome with kie or error)``.
+class KiePageHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
+    """PageOutcome with ``ocr`` -> the same page with ``kie`` and ``kie_model`` (or ``error``).
 
     Outcomes that already failed pass through untouched, so they keep their single outcome.
 
@@ -273,6 +324,8 @@ class KieModelHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
         inference: ``models.paddle_infer.InferenceOptions``.
         options: batching and sharing.
     """
+
+    stage = "kie"  # the stage of its pages' errors
 
     def __init__(self, ser_model_dir: str, re_model_dir: str | None, inference: Any,  # noqa: ANN401
                  options: HandlerOptions = HandlerOptions()) -> None:
@@ -294,19 +347,9 @@ class KieModelHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
         return _load_with_fallback(build, self._inference.device)
 
     def run_inference(self, batch: Sequence[PageOutcome], model: LoadedModel,
-                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
+                      inference_args: dict[str, Any] | None = None) -> Iterable[PageOutcome]:
         """Runs SER (+ RE) on the pages that have OCR results; failed pages pass through."""
-        todo = [i for i, o in enumerate(batch) if o.error is None and o.ocr is not None]
-        out: list[PageOutcome] = list(batch)
-        version = model.version() if todo else None
-        if todo:
-            results = _predict_per_element(model, [batch[i].ocr for i in todo], "kie")
-            for i, r in zip(todo, results):
-                if isinstance(r, ErrorInfo):
-                    out[i] = batch[i].with_(error=r, kie_model=version)
-                else:
-                    out[i] = batch[i].with_(kie=r, kie_model=version)
-        return [PredictionResult(o, o, version) for o in out]
+        return _predict_pages(model, batch, self.stage, _ocr, _with_kie)
 
     def get_num_bytes(self, batch: Sequence[PageOutcome]) -> int:
         """Approximate bytes: the characters of the batch's OCR text."""
@@ -315,3 +358,52 @@ class KieModelHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
     def get_metrics_namespace(self) -> str:
         """Namespace of RunInference's built-in metrics for this step."""
         return "KiebeamKie"
+
+
+class RunPageInference(beam.PTransform):
+    """PageOutcome -> PageOutcome through a page handler's ``RunInference``, one outcome per page whatever happens.
+
+    The handlers fail pages one by one themselves; what is left is a batch Beam gives up on as a whole: one that
+    runs past ``timeout_s`` (its pages fail with ``error_type='timeout'``), or an error outside the per-element
+    retry. Those batches come out of Beam's dead-letter output and join the results as failed outcomes, so the
+    graph is the same with or without a timeout.
+
+    Measured (FnApiRunner, PP-OCRv4, 2 cores): a batch past the limit goes to ``failed_inferences`` and the pipeline
+    goes on, but the call itself cannot be interrupted in-process: its thread keeps the CPU until Paddle returns.
+
+    Args:
+        handler: an :class:`OcrPageHandler` or :class:`KiePageHandler` (its ``stage`` names the failed pages' stage).
+        timeout_s: the longest a batch (model loading included) may take, in seconds; None: no limit.
+    """
+
+    def __init__(self, handler: OcrPageHandler | KiePageHandler, timeout_s: float | None = None) -> None:
+        super().__init__()
+        self._handler = handler
+        self._timeout_s = timeout_s
+
+    def expand(self, pages: beam.PCollection) -> beam.PCollection:
+        """Applies RunInference and flattens its results with the pages of its failed batches."""
+        results, dead = pages | "RunInference" >> RunInference(self._handler).with_exception_handling(
+            timeout=self._timeout_s)
+        failed = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch_to_outcomes,
+                                                                          self._handler.stage)
+        return (results, failed) | "Outcomes" >> beam.Flatten()
+
+
+def failed_batch_to_outcomes(failure: tuple[Any, Any], stage: str) -> Iterator[PageOutcome]:
+    """Turns one element of RunInference's ``failed_inferences`` (a whole batch) into failed page outcomes.
+
+    Args:
+        failure: ``(batch, (exception type, repr, traceback lines))`` as Beam emits it.
+        stage: ``"ocr"`` or ``"kie"``.
+
+    Returns:
+        One failed outcome per page of the batch, without pixels (``error_type``: ``timeout`` for a batch past
+        the limit, else the exception's class name).
+    """
+    batch, (exc_type, exc_repr, _) = failure
+    kind = "timeout" if isinstance(exc_type, type) and issubclass(exc_type, TimeoutError) else getattr(
+        exc_type, "__name__", str(exc_type))
+    error = ErrorInfo(stage, kind, f"{stage} batch of {len(batch)} page(s) failed: {exc_repr}"[:2000])
+    for page in batch:
+        yield page.with_(image=None, error=error)

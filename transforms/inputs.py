@@ -1,4 +1,4 @@
-"""Input fan-out: file patterns and manifests -> :class:`transforms.refs.DocRef` (cheap; no document bytes read).
+"""Input fan-out: file patterns and manifests -> :class:`schemas.refs.DocRef` (cheap; no document bytes read).
 
 A manifest is one document per row: a text file (one URI per line), a CSV with a header holding a ``uri`` column
 (optional ``doc_id``), or a Parquet file with the same columns. Relative paths in a manifest are resolved against
@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.refs import DocRef, ErrorInfo, redact
+from schemas.errors import ErrorInfo, redact
+from schemas.refs import DocRef
 
 __all__ = ["MatchPatternFn", "ReadManifestFn", "ManifestRow", "read_manifest_rows", "default_doc_id",
            "split_patterns", "is_glob", "list_pattern"]

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from transforms.refs import DocHeader, PageOutcome
+from schemas.records import PageOutcome
+from schemas.refs import DocHeader
 
 __all__ = ["ReportProgressFn", "format_progress"]
 

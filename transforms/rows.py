@@ -2,7 +2,7 @@
 
 Every page outcome yields one ``pages`` row (ok or failed) plus its lines / entities / pairs, and a failed page
 one ``errors`` row. Every input yields exactly one ``documents`` row: :class:`BuildDocumentRowFn` joins the
-document's :class:`~transforms.refs.DocHeader` with its page summaries (a document is ``ok`` only when all its
+document's :class:`~schemas.refs.DocHeader` with its page summaries (a document is ``ok`` only when all its
 pages are), and a document that failed before it had pages also gets its ``errors`` row there.
 """
 
@@ -14,58 +14,17 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import PredictionResult
 
+from schemas.errors import ErrorInfo, redact
 from schemas.parquet import SCHEMA_VERSION
-from schemas.records import Entity
-from transforms.refs import DocHeader, DocRef, ErrorInfo, PageOutcome, redact
+from schemas.records import Entity, PageOutcome
+from schemas.refs import DocHeader, DocRef
 
-__all__ = ["ocr_result_to_outcome", "kie_result_to_outcome", "failed_batch_to_outcomes", "ToRowsFn",
-           "BuildDocumentRowFn", "PageSummary", "ROW_TABLES"]
+__all__ = ["ToRowsFn", "BuildDocumentRowFn", "PageSummary", "ROW_TABLES"]
 
 # The tagged outputs of ToRowsFn (the main output carries (doc_key, PageSummary)).
 ROW_TABLES = ("pages", "lines", "entities", "pairs", "errors")
 _TIMINGS = ("decode_ms", "det_ms", "rec_ms", "ser_ms", "re_ms")
-
-
-def ocr_result_to_outcome(result: PredictionResult) -> PageOutcome:
-    """Turns an OCR ``PredictionResult`` into a page outcome, dropping the pixels."""
-    page = result.example
-    if isinstance(result.inference, ErrorInfo):
-        return PageOutcome(page.doc, page.page_no, decode_ms=page.decode_ms, error=result.inference,
-                           ocr_model=result.model_id)
-    ocr = result.inference
-    return PageOutcome(page.doc, page.page_no, width=ocr.width, height=ocr.height, decode_ms=page.decode_ms,
-                       ocr=ocr, ocr_model=result.model_id)
-
-
-def kie_result_to_outcome(result: PredictionResult) -> PageOutcome:
-    """Unwraps the KIE handler's ``PredictionResult`` (its inference is the updated outcome)."""
-    return result.inference
-
-
-def failed_batch_to_outcomes(failure: tuple[Any, Any], stage: str) -> Iterator[PageOutcome]:
-    """Turns one element of RunInference's ``failed_inferences`` (a whole batch) into failed page outcomes.
-
-    The handlers catch model errors per element themselves, so a batch only lands here when Beam's
-    ``with_exception_handling(timeout=...)`` gave up on it: every page of it fails with ``error_type='timeout'``.
-
-    Args:
-        failure: ``(batch, (exception type, repr, traceback lines))`` as Beam emits it.
-        stage: ``"ocr"`` or ``"kie"``.
-
-    Returns:
-        One failed outcome per page of the batch.
-    """
-    batch, (exc_type, exc_repr, _) = failure
-    kind = "timeout" if isinstance(exc_type, type) and issubclass(exc_type, TimeoutError) else getattr(
-        exc_type, "__name__", str(exc_type))
-    error = ErrorInfo(stage, kind, f"{stage} batch of {len(batch)} page(s) failed: {exc_repr}"[:2000])
-    for item in batch:
-        if isinstance(item, PageOutcome):
-            yield item.with_(error=error)
-        else:  # a PageImage: drop the pixels
-            yield PageOutcome(item.doc, item.page_no, decode_ms=item.decode_ms, error=error)
 
 
 @dataclass(frozen=True, slots=True)

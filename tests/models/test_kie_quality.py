@@ -199,13 +199,13 @@ def test_re_model_dir_rule_reaches_the_kie_handler(tmp_path, tiny_kie_dirs):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.options import to_config
-    from transforms.inference import KieModelHandler
+    from transforms.inference import KiePageHandler
 
     flags = [f"--input={tmp_path}/*.jpg", f"--output={tmp_path}/out", f"--ser_model_dir={tiny_kie_dirs[0]}",
              "--re_model_dir=rule"]
     cfg = to_config(PipelineOptions(flags))
     assert cfg.kie.re_model_dir == "rule"
-    model = KieModelHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir, cfg.kie.inference).load_model()
+    model = KiePageHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir, cfg.kie.inference).load_model()
     assert "re=rule" in model.version()
 
 

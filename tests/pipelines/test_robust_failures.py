@@ -192,14 +192,17 @@ def _write(path: Path, text: str) -> Path:
 def test_timed_out_batches_become_one_failed_outcome_per_page():
     import numpy as np
 
-    from transforms.refs import DocRef, PageImage, PageOutcome
+    from schemas.records import PageOutcome
+    from schemas.refs import DocRef
+    from transforms.inference import failed_batch_to_outcomes
 
-    pages = [PageImage(DocRef(f"k{i}", f"d{i}", f"/x/{i}.png"), i, np.zeros((4, 4, 3), np.uint8), 1.5)
-             for i in range(2)]
+    pages = [PageOutcome(DocRef(f"k{i}", f"d{i}", f"/x/{i}.png"), i, decode_ms=1.5,
+                         image=np.zeros((4, 4, 3), np.uint8)) for i in range(2)]
     failure = (pages, (TimeoutError, "TimeoutError()", ["Traceback ..."]))
-    outs = list(rows_mod.failed_batch_to_outcomes(failure, "ocr"))
+    outs = list(failed_batch_to_outcomes(failure, "ocr"))
     assert [(o.doc.doc_key, o.page_no, o.error.stage, o.error.error_type) for o in outs] == [
         ("k0", 0, "ocr", "timeout"), ("k1", 1, "ocr", "timeout")]
-    assert all(isinstance(o, PageOutcome) and o.ocr is None and "2 page(s)" in o.error.message for o in outs)
-    kie = list(rows_mod.failed_batch_to_outcomes(([outs[0].with_(error=None)], (KeyError, "KeyError()", [])), "kie"))
+    assert all(isinstance(o, PageOutcome) and o.ocr is None and o.image is None and o.decode_ms == 1.5
+               and "2 page(s)" in o.error.message for o in outs)
+    kie = list(failed_batch_to_outcomes(([outs[0].with_(error=None)], (KeyError, "KeyError()", [])), "kie"))
     assert [(o.doc.doc_key, o.error.stage, o.error.error_type) for o in kie] == [("k0", "kie", "KeyError")]

@@ -22,8 +22,8 @@ from pipelines.inspect_summary import inspect_output
 from pipelines.output_reader import read_table
 from pipelines.table_docs import README_QUERIES, duckdb_views_sql
 from schemas.parquet import PARTITIONING, TABLES, with_partition
-from schemas.records import Entity, KeyValuePair, OcrLine, PageKie, PageOcr
-from transforms.refs import DocHeader, DocRef, PageOutcome
+from schemas.records import Entity, KeyValuePair, OcrLine, PageKie, PageOcr, PageOutcome
+from schemas.refs import DocHeader, DocRef
 from transforms.rows import ROW_TABLES, BuildDocumentRowFn, ToRowsFn
 from transforms.write import WriteRunTables
 

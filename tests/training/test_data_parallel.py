@@ -21,9 +21,10 @@ from paddle.io import DistributedBatchSampler
 from models.checkpoint import load_checkpoint
 from models.layoutxlm import LayoutXLMConfig, SerModel
 from models.tokenizer import load_tokenizer, train_tokenizer
+from schemas.annotations import KieDocument, KieLine
 from training.config import get_preset, lr_at
 from training.data import encode_documents, ser_batch
-from training.shards import KieDocument, KieLine, build_manifest, load_manifest, load_split, shard_entry, write_shard
+from training.shards import build_manifest, load_manifest, load_split, shard_entry, write_shard
 from training.store import save_model
 
 ROOT = Path(__file__).resolve().parents[2]

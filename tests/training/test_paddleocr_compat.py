@@ -10,11 +10,12 @@ import pytest
 from models.layoutxlm import LayoutXLMConfig, ReModel
 from models.reading_order import order_by_tbyx, order_lines
 from models.tokenizer import load_tokenizer, train_tokenizer
+from schemas.annotations import KieDocument, KieLine
 from training import cli
 from training.data import encode_documents
 from training.evaluate import evaluate_re, evaluate_ser
 from training.paddleocr_compat import kept_by_chunk, paddleocr_examples, re_chunk_start
-from training.shards import KieDocument, KieLine, build_manifest, read_shard, shard_entry, write_shard
+from training.shards import build_manifest, read_shard, shard_entry, write_shard
 from training.store import save_model
 
 LABELS = ["OTHER", "QUESTION", "ANSWER", "HEADER"]

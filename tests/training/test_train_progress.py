@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from schemas.annotations import KieDocument, KieLine
 from training import cli
 from training.progress import TrainProgress, format_summary
-from training.shards import KieDocument, KieLine, load_manifest, write_shard
+from training.shards import load_manifest, write_shard
 
 LABELS = ["OTHER", "QUESTION", "ANSWER", "HEADER"]
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from schemas.annotations import KieDocument
 from schemas.manifest import Manifest, ManifestError, ShardEntry, parse_manifest
 from training import cli
 from training.shards import (
-    KieDocument,
     funsd_to_documents,
     load_manifest,
     load_split,

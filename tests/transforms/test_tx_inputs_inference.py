@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.ocr import OcrConfig
-from transforms.inference import HandlerOptions, OcrModelHandler, localize
+from schemas.errors import ErrorInfo
+from schemas.records import PageOutcome
+from schemas.refs import DocRef
+from transforms.inference import HandlerOptions, OcrPageHandler, localize
 from transforms.inputs import MatchPatternFn, ReadManifestFn, default_doc_id, split_patterns
-from transforms.refs import ErrorInfo, PageImage
 
 
 def test_split_patterns_and_default_ids():
@@ -75,10 +77,10 @@ def test_max_batch_duration_flag_reaches_beams_batching(tmp_path):
     flags = [f"--input={tmp_path}/*.jpg", f"--output={tmp_path}/out", "--ser_model_dir=none", "--ocr_batch_size=3"]
     cfg = to_config(PipelineOptions(flags + ["--max_batch_duration_secs=5"]))
     assert cfg.ocr_handler.max_batch_duration_secs == cfg.kie_handler.max_batch_duration_secs == 5
-    kwargs = OcrModelHandler(cfg.ocr, cfg.ocr_handler).batch_elements_kwargs()
+    kwargs = OcrPageHandler(cfg.ocr, cfg.ocr_handler).batch_elements_kwargs()
     assert (kwargs["max_batch_duration_secs"], kwargs["max_batch_size"]) == (5, 3)
     default = to_config(PipelineOptions(flags))
-    assert "max_batch_duration_secs" not in OcrModelHandler(default.ocr, default.ocr_handler).batch_elements_kwargs()
+    assert "max_batch_duration_secs" not in OcrPageHandler(default.ocr, default.ocr_handler).batch_elements_kwargs()
 
 
 @pytest.mark.slow
@@ -86,15 +88,20 @@ def test_a_bad_page_fails_alone_in_its_ocr_batch(ocr_model_dirs, xfund_zh_train)
     from PIL import Image
 
     det, rec, _ = ocr_model_dirs
-    handler = OcrModelHandler(OcrConfig(det_model_dir=str(det), rec_model_dir=str(rec)), HandlerOptions(2))
+    handler = OcrPageHandler(OcrConfig(det_model_dir=str(det), rec_model_dir=str(rec)), HandlerOptions(2))
     model = handler.load_model()
     src = Image.open(xfund_zh_train / "image" / "zh_train_0.jpg").convert("RGB")
     page = np.asarray(src.crop((300, 150, 1200, 450)))
-    batch = [PageImage(None, 0, page), PageImage(None, 1, np.zeros((5, 5), np.uint8))]  # 2-D: not an RGB page
-    good, bad = handler.run_inference(batch, model)
-    assert good.example is batch[0] and good.inference.lines and good.model_id == model.version()
-    assert isinstance(bad.inference, ErrorInfo) and bad.inference.stage == "ocr"
+    doc = DocRef("k", "d", "/x.png")
+    failed = PageOutcome(doc, 2, error=ErrorInfo("decode", "truncated", "cut"))  # passes through, no model call
+    batch = [PageOutcome(doc, 0, decode_ms=1.5, image=page),
+             PageOutcome(doc, 1, image=np.zeros((5, 5), np.uint8)), failed]  # 2-D: not an RGB page
     assert handler.get_num_bytes(batch) == page.nbytes + 25
+    good, bad, passed = handler.run_inference(batch, model)
+    assert good.ocr.lines and good.ocr_model == model.version() and good.decode_ms == 1.5
+    assert (good.width, good.height) == (page.shape[1], page.shape[0]) and good.image is None and good.error is None
+    assert isinstance(bad.error, ErrorInfo) and bad.error.stage == "ocr" and bad.ocr is None and bad.image is None
+    assert passed is failed
     assert handler.batch_elements_kwargs()["max_batch_size"] == 2
 
 

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from schemas.errors import ErrorInfo
 from schemas.parquet import SCHEMA_VERSION, TABLES
-from schemas.records import Entity, KeyValuePair, OcrLine, PageKie, PageOcr
-from transforms.refs import DocHeader, DocRef, ErrorInfo, PageOutcome
+from schemas.records import Entity, KeyValuePair, OcrLine, PageKie, PageOcr, PageOutcome
+from schemas.refs import DocHeader, DocRef
 from transforms.rows import BuildDocumentRowFn, ToRowsFn
 
 DOC = DocRef("gs://b/x.jpg", "x", "gs://b/x.jpg")
