@@ -16,6 +16,12 @@ Also loaded by :func:`load_checkpoint`:
   in PaddleNLP's v1 format (``init_args`` holding the base-model config, plus ``init_class``/``num_classes``);
 * PaddleNLP folders: ``model_state.pdparams`` + ``config.json`` (flat config).
 
+Both families load from either layout: VI-LayoutXLM, and LayoutXLM with its visual backbone (PaddleOCR's
+``ser_LayoutXLM_xfun_zh`` / ``re_LayoutXLM_xfun_zh``). PaddleOCR's ``model_config.json`` was written by PaddleNLP
+<= 2.5 from ``layoutxlm-base-uncased``'s init configuration, which has no ``use_visual_backbone`` key; there the
+weights decide (``layoutxlm.visual.backbone.*`` keys present = the visual family). A config that says
+``use_visual_backbone=False`` over weights that hold a backbone is refused rather than run without its image.
+
 Neither carries a tokenizer or our labels: pass ``tokenizer_dir`` (a folder with ``sentencepiece.bpe.model``)
 where the folder has none; SER labels default to XFUND's when the classifier has 7 outputs. These folders have no
 ``SHA256SUMS`` as published: write one after checking where the files came from, or pass ``allow_unverified``.
@@ -24,7 +30,9 @@ Exported folders (:func:`export_inference`): ``inference.json`` + ``inference.pd
 on Paddle 3), the same ``config.json``, ``labels.json``, ``sentencepiece.bpe.model``, ``metadata.json``, and
 ``SHA256SUMS``. SER program: inputs ``input_ids, bbox, attention_mask, token_type_ids`` ``(N, max_len[, 4])``
 int64, output logits ``(N, max_len, C)``. RE program: the same plus ``entities (N, E, 3)`` and ``pairs (N, P, 2)``
-(-1 padding), output pair logits ``(N, P, 2)``.
+(-1 padding), output pair logits ``(N, P, 2)``. A model of the ``layoutxlm`` family takes ``image (N, 3, 224, 224)``
+float32 after ``token_type_ids`` (``models.page_image``); its ``metadata.json`` says ``"family": "layoutxlm"``,
+``"needs_image": true`` and the ``image`` preprocessing, which is how the pipeline knows to carry page images.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from models.features import PAIR_FEATURES, RE_ENTITY_LABELS, XFUND_CLASSES, bio_
 from models.integrity import verify_model_dir, write_sha256sums
 from models.layoutxlm import LayoutXLMConfig, ReHeadModel, ReModel, SerModel
 from models.model_files import CONFIG_FILE, LABELS_FILE, METADATA_FILE, STATE_FILE
+from models.page_image import KIE_IMAGE_SIZE, image_spec
 from models.safe_load import UnsafeModelFileError, load_state
 from models.tokenizer import TOKENIZER_FILE
 
@@ -53,8 +62,10 @@ PADDLEOCR_CONFIG_FILE = "model_config.json"
 FORMAT_NAME = "kiebeam-kie-checkpoint"
 EXPORT_FORMAT_NAME = "kiebeam-kie-inference"
 TASKS = ("ser", "re")
-# Keys of LayoutXLM checkpoints with a visual backbone that the text-only model accepts and ignores.
-_IGNORED_PREFIXES = ("layoutxlm.visual.", "layoutxlm.visual_proj.")
+# Keys that a VI (text-only) model accepts and ignores: PaddleNLP's vi-layoutxlm-base-uncased weights still hold
+# the pixel statistics and visual_proj of LayoutXLM (reported "not used" when PaddleNLP loads them).
+_IGNORED_PREFIXES = ("layoutxlm.visual.pixel_", "layoutxlm.visual_proj.")
+_BACKBONE_PREFIX = "layoutxlm.visual.backbone."
 # Buffers that may be absent from a checkpoint; the model's own value is kept.
 _OPTIONAL_KEYS = ("layoutxlm.embeddings.position_ids",)
 
@@ -168,7 +179,7 @@ def save_checkpoint(model: Any, out_dir: str | os.PathLike, *, tokenizer_dir: st
     (out / LABELS_FILE).write_text(json.dumps({"task": task, "labels": labels}, indent=2))
     if tok.resolve() != (out / TOKENIZER_FILE).resolve():
         shutil.copyfile(tok, out / TOKENIZER_FILE)
-    meta = {"format": FORMAT_NAME, "version": 1, "task": task, "max_len": max_len,
+    meta = {"format": FORMAT_NAME, "version": 1, "task": task, "max_len": max_len, "family": model.config.family,
             "training_data": training_data, "metrics": metrics or {}, **(extra or {})}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
     write_sha256sums(out, [STATE_FILE, CONFIG_FILE, LABELS_FILE, TOKENIZER_FILE, METADATA_FILE])
@@ -205,7 +216,8 @@ def _find_base_config(d: Any) -> dict[str, Any] | None:
 def _check_state(model: Any, state: dict[str, Any], path: Path) -> dict[str, Any]:
     """Returns the state to load; raises naming the file on missing/unexpected keys and wrong shapes."""
     own = model.state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
+    if not model.config.use_visual_backbone:
+        state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
     missing = sorted(k for k in own if k not in state and k not in _OPTIONAL_KEYS)
     unexpected = sorted(k for k in state if k not in own)
     if missing:
@@ -219,6 +231,41 @@ def _check_state(model: Any, state: dict[str, Any], path: Path) -> dict[str, Any
         if want != got:
             raise CheckpointError(f"{path}: key {k} has shape {got}, the model expects {want}")
     return state
+
+
+def _visual_sizes(state: dict[str, Any]) -> dict[str, Any]:
+    """The ResNeXt-FPN sizes read off the weights (PaddleNLP's configs do not carry them: its yaml does)."""
+    def shape(name: str) -> list[int]:
+        return list(np.shape(state[_BACKBONE_PREFIX + name]))
+
+    try:
+        bottleneck, per_group = shape("bottom_up.res2.0.conv2.weight")[:2]
+        res4_blocks = 1 + max(int(k[len(_BACKBONE_PREFIX + "bottom_up.res4."):].split(".")[0])
+                              for k in state if k.startswith(_BACKBONE_PREFIX + "bottom_up.res4."))
+        sizes = {"visual_stem_channels": shape("bottom_up.stem.conv1.weight")[0],
+                 "visual_res2_channels": shape("bottom_up.res2.0.conv3.weight")[0],
+                 "visual_num_groups": bottleneck // per_group, "visual_width_per_group": per_group,
+                 "visual_depth": {6: 50, 23: 101, 36: 152}.get(res4_blocks, -res4_blocks)}
+        channels = shape("fpn_lateral2.weight")[0]
+    except (KeyError, ValueError, IndexError, ZeroDivisionError) as e:
+        raise CheckpointError(f"the visual backbone weights are incomplete ({e})") from e
+    return {**sizes, "channels": channels}
+
+
+def _with_family(base: dict[str, Any], state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The config with ``use_visual_backbone`` (and the backbone's sizes) from the weights where it does not say."""
+    backbone = sum(1 for k in state if k.startswith(_BACKBONE_PREFIX))
+    if not base.get("use_visual_backbone", backbone > 0):
+        if backbone:
+            raise CheckpointError(f"{path} says use_visual_backbone=False, but the weights hold {backbone} visual "
+                                  f"backbone tensors ({_BACKBONE_PREFIX}*): a LayoutXLM model with its visual "
+                                  f"backbone cannot run without the page image; fix the config")
+        return {**base, "use_visual_backbone": False}
+    if not backbone:
+        return {**base, "use_visual_backbone": True}  # the state check names the missing keys
+    sizes = _visual_sizes(state)
+    pool = list(base.get("image_feature_pool_shape", [7, 7]))[:2] + [sizes.pop("channels")]
+    return {**sizes, **base, "use_visual_backbone": True, "image_feature_pool_shape": pool}
 
 
 def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False,
@@ -269,15 +316,15 @@ def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False
     base = raw_cfg if ours else _find_base_config(raw_cfg)
     if base is None:
         raise CheckpointError(f"{root / config_name} holds no LayoutXLM config (no hidden_size)")
-    try:
-        config = LayoutXLMConfig.from_dict(base, strict=ours)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{root / config_name}: {e}") from e
-
     try:  # never paddle.load: a pickle may name any callable (models.safe_load)
         state = load_state(root / STATE_FILE)
     except UnsafeModelFileError as e:  # a hostile, truncated or foreign pickle; the message names the file
         raise CheckpointError(str(e)) from e
+    base = _with_family(base, state, root / config_name)
+    try:
+        config = LayoutXLMConfig.from_dict(base, strict=ours)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{root / config_name}: {e}") from e
 
     found_task = "re" if "extractor.entity_emb.weight" in state else "ser"
     labels = None
@@ -326,6 +373,11 @@ def _export_layer(model: Any) -> Any:
             out = self.inner(input_ids, bbox, attention_mask, token_type_ids)
             return out.logits, out.hidden_states[-1]
 
+    class SerImageLogitsHidden(SerLogitsHidden):
+        def forward(self, input_ids, bbox, attention_mask, token_type_ids, image):  # noqa: ANN001, ANN201
+            out = self.inner(input_ids, bbox, attention_mask, token_type_ids, image=image)
+            return out.logits, out.hidden_states[-1]
+
     class HeadLogits(nn.Layer):
         def __init__(self, inner: Any) -> None:
             super().__init__()
@@ -342,9 +394,16 @@ def _export_layer(model: Any) -> Any:
         def forward(self, input_ids, bbox, attention_mask, token_type_ids, entities, pairs):  # noqa: ANN001, ANN201
             return self.inner(input_ids, bbox, attention_mask, entities, pairs, token_type_ids).logits
 
+    class ReImagePairLogits(RePairLogits):
+        def forward(self, input_ids, bbox, attention_mask, token_type_ids, image, entities, pairs):  # noqa: ANN001, ANN201, E501
+            return self.inner(input_ids, bbox, attention_mask, entities, pairs, token_type_ids, image=image).logits
+
+    if isinstance(model, ReHeadModel):
+        return HeadLogits(model)
+    image = model.config.use_visual_backbone
     if isinstance(model, SerModel):
-        return SerLogitsHidden(model)
-    return HeadLogits(model) if isinstance(model, ReHeadModel) else RePairLogits(model)
+        return SerImageLogitsHidden(model) if image else SerLogitsHidden(model)
+    return ReImagePairLogits(model) if image else RePairLogits(model)
 
 
 def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
@@ -386,6 +445,10 @@ def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
     # to 64 tokens (models.features.batch_windows).
     specs = [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None, 4], "int64", "bbox"),
              InputSpec([None, None], "int64", "attention_mask"), InputSpec([None, None], "int64", "token_type_ids")]
+    family: dict[str, Any] = {"family": model.config.family, "needs_image": model.config.use_visual_backbone}
+    if model.config.use_visual_backbone and not isinstance(model, ReHeadModel):
+        specs.append(InputSpec([None, 3, *KIE_IMAGE_SIZE], "float32", "image"))
+        family["image"] = image_spec()
     extra_meta: dict[str, Any] = {}
     if isinstance(model, ReHeadModel):
         specs = [InputSpec([None, None, model.config.hidden_size], "float32", "hidden"),
@@ -409,7 +472,7 @@ def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
     meta = {"format": EXPORT_FORMAT_NAME, "version": 1, "task": task, "max_len": max_len,
             "input_names": [s.name for s in specs], "paddle_version": paddle.__version__, "dynamic_length": True,
             "source_metrics": source.get("metrics", {}), "training_data": source.get("training_data"),
-            **extra_meta}
+            **family, **extra_meta}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
     write_sha256sums(out)
     return out

@@ -1,15 +1,30 @@
-"""VI-LayoutXLM (text-only LayoutXLM) with the SER token-classification head and the RE relation head.
+"""LayoutXLM: VI-LayoutXLM (text + layout) and LayoutXLM with its visual backbone, with the SER and RE heads.
 
-One file, the whole forward pass. Parameter names are exactly PaddleNLP's ``LayoutXLMForTokenClassification``
-/ ``LayoutXLMForRelationExtraction`` names, so PaddleOCR's published ``ser_vi_layoutxlm_xfund`` /
-``re_vi_layoutxlm_xfund`` ``model_state.pdparams`` load with ``set_state_dict`` unchanged (Paddle stores Linear
+One file, the whole forward pass (the ResNeXt-FPN image encoder is ``models.visual_backbone``). Parameter names are
+exactly PaddleNLP's ``LayoutXLMForTokenClassification`` / ``LayoutXLMForRelationExtraction`` names, so PaddleOCR's
+published ``ser_vi_layoutxlm_xfund`` / ``re_vi_layoutxlm_xfund`` and ``ser_LayoutXLM_xfun_zh`` /
+``re_LayoutXLM_xfun_zh`` ``model_state.pdparams`` load with ``set_state_dict`` unchanged (Paddle stores Linear
 weights ``[in, out]`` on both sides).
 
-Why text-only is exact. PaddleNLP appends 49 visual tokens (a 7x7 grid) to the 512 text tokens, but in VI mode
-(``use_visual_backbone=False``) their attention mask is 0, and masked keys get score -1e10 before softmax, so they
-contribute exactly nothing to the text tokens' outputs. We drop them; ``visual_segment_embedding`` and
-``visual_LayerNorm`` are kept as (unused) parameters and ``pooler`` too, so checkpoints load without missing or
-unexpected keys. Relative 1-D / 2-D attention biases are off in (VI-)LayoutXLM-base and not implemented.
+Two families, chosen by ``LayoutXLMConfig.use_visual_backbone``:
+
+* VI (``False``, ``vi-layoutxlm-base-uncased``): text tokens only. PaddleNLP appends 49 visual tokens (a 7x7 grid)
+  to the text tokens, but in VI mode their attention mask is 0, and masked keys get score -1e10 before softmax, so
+  they contribute exactly nothing to the text tokens' outputs. We drop them; ``visual_segment_embedding`` and
+  ``visual_LayerNorm`` are kept as (unused) parameters and ``pooler`` too, so checkpoints load without missing or
+  unexpected keys. This path is unchanged by the visual family: no image, no extra tokens, no extra work.
+* LayoutXLM (``True``, ``layoutxlm-base-uncased``): the page image goes through ``models.visual_backbone`` to 49
+  token features; each visual token ``k = row * 7 + col`` is
+  ``visual_LN(visual_proj(feature_k) + pos[k] + layout(cell box_k) + visual_segment_embedding)`` with the cell box
+  ``(xe[col], ye[row], xe[col + 1], ye[row + 1])``, ``xe = ye = arange(0, 8000, 1000) // 7``, and they are appended
+  after the text tokens with attention mask 1 (PaddleNLP ``_calc_visual_bbox`` / ``_calc_img_embeddings``). The
+  heads read the text positions only.
+
+Relative attention biases (``has_relative_attention_bias``: 1-D over position ids; ``has_spatial_attention_bias``:
+2-D over box ``x0`` and ``y1``) are PaddleNLP's: T5-style bidirectional log buckets, one Linear per table without
+bias, added to every layer's attention scores (off in both published LayoutXLM-base models; LayoutLMv2 has them).
+A one-hot times a Linear weight is computed as a row gather of that weight: the same numbers, without the
+``(B, L, L, bins)`` one-hot tensor.
 
 Embedding of text token t (PaddleNLP ``_calc_text_embeddings``)::
 
@@ -32,10 +47,14 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-__all__ = ["LayoutXLMConfig", "LayoutXLMModel", "SerModel", "SerOutput", "ReModel", "ReOutput",
+from models.visual_backbone import BLOCKS_PER_STAGE, VisualBackbone
+
+__all__ = ["LayoutXLMConfig", "FAMILIES", "LayoutXLMModel", "SerModel", "SerOutput", "ReModel", "ReOutput",
            "REDecoder", "BiaffineAttention", "GeoREDecoder", "ReHeadModel", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
+FAMILIES = ("vi-layoutxlm", "layoutxlm")
+"""Model families: ``vi-layoutxlm`` (text + layout) and ``layoutxlm`` (text + layout + page image)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,11 @@ class LayoutXLMConfig:
     ``hidden_size`` must equal ``4 * coordinate_size + 2 * shape_size`` (the 2-D layout embedding concatenates
     x0, y0, x1, y1, h, w lookups). A tiny test config: ``LayoutXLMConfig(vocab_size=100, hidden_size=48,
     num_hidden_layers=2, num_attention_heads=2, intermediate_size=96, coordinate_size=8, shape_size=8)``.
+
+    ``use_visual_backbone=True`` is ``layoutxlm-base-uncased`` (the page image is an input). The ``visual_*``
+    fields size the ResNeXt-FPN (``models.visual_backbone``); PaddleNLP fixes them in its
+    ``visual_backbone.yaml`` (depth 101, 32 x 8, stem 64, res2 256) and its configs do not carry them, so they
+    default to those values. ``image_feature_pool_shape`` is ``(rows, cols, FPN channels)``.
     """
 
     vocab_size: int = 250002
@@ -64,8 +88,36 @@ class LayoutXLMConfig:
     initializer_range: float = 0.02
     pad_token_id: int = 1
     has_visual_segment_embedding: bool = True
+    use_visual_backbone: bool = False
+    has_relative_attention_bias: bool = False
+    has_spatial_attention_bias: bool = False
+    rel_pos_bins: int = 32
+    max_rel_pos: int = 128
+    rel_2d_pos_bins: int = 64
+    max_rel_2d_pos: int = 256
+    image_feature_pool_shape: tuple[int, int, int] = (7, 7, 256)
+    visual_depth: int = 101
+    visual_num_groups: int = 32
+    visual_width_per_group: int = 8
+    visual_stem_channels: int = 64
+    visual_res2_channels: int = 256
+
+    @property
+    def family(self) -> str:
+        """``"layoutxlm"`` with the visual backbone (the model needs the page image), else ``"vi-layoutxlm"``."""
+        return FAMILIES[1] if self.use_visual_backbone else FAMILIES[0]
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "image_feature_pool_shape", tuple(int(v) for v in self.image_feature_pool_shape))
+        if len(self.image_feature_pool_shape) != 3 or min(self.image_feature_pool_shape) < 1:
+            raise ValueError(f"image_feature_pool_shape={list(self.image_feature_pool_shape)} must be 3 positive "
+                             f"ints (rows, cols, channels)")
+        if self.use_visual_backbone and self.visual_depth not in BLOCKS_PER_STAGE:
+            raise ValueError(f"visual_depth={self.visual_depth} is not supported, expected one of "
+                             f"{sorted(BLOCKS_PER_STAGE)}")
+        for name in ("rel_pos_bins", "rel_2d_pos_bins"):
+            if getattr(self, name) < 4:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 4")
         if self.hidden_size != 4 * self.coordinate_size + 2 * self.shape_size:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must equal 4*coordinate_size + 2*shape_size = "
@@ -90,19 +142,20 @@ class LayoutXLMConfig:
 
         Args:
             d: the dict.
-            strict: raise on keys this class does not know; with False they are ignored, except that
-                enabled relative/spatial attention biases or a visual backbone always raise.
+            strict: raise on keys this class does not know; with False they are ignored (``fast_qkv=True``
+                always raises).
 
         Returns:
             The config.
 
         Raises:
-            ValueError: unknown keys (strict), or a PaddleNLP feature this text-only model does not implement.
+            ValueError: unknown keys (strict), or a PaddleNLP feature this implementation does not have
+                (``fast_qkv``, LayoutLMv2's fused QKV projection).
         """
         known = {f.name for f in fields(cls)}
-        for flag in ("has_relative_attention_bias", "has_spatial_attention_bias", "fast_qkv"):
-            if d.get(flag):
-                raise ValueError(f"config sets {flag}=True, which this VI-LayoutXLM implementation does not support")
+        if d.get("fast_qkv"):
+            raise ValueError("config sets fast_qkv=True (LayoutLMv2's fused QKV projection), which this LayoutXLM "
+                             "implementation does not support")
         unknown = sorted(set(d) - known)
         if strict and unknown:
             raise ValueError(f"unknown LayoutXLMConfig keys {unknown}, expected a subset of {sorted(known)}")
@@ -242,15 +295,66 @@ class LayoutXLMLayer(nn.Layer):
         return self.output(self.intermediate(att), att)
 
 
+def relative_position_bucket(relative: paddle.Tensor, num_buckets: int, max_distance: int) -> paddle.Tensor:
+    """T5-style bidirectional buckets of int64 offsets (PaddleNLP ``relative_position_bucket``).
+
+    Half the buckets are for positive offsets; within each half, offsets below ``num_buckets // 4`` get their
+    own bucket and larger ones share logarithmically wider buckets up to ``max_distance``.
+    """
+    half = num_buckets // 2
+    ret = (relative > 0).astype("int64") * half
+    n = paddle.abs(relative)
+    max_exact = half // 2
+    # The log of 0 is never selected (n < max_exact there); clipping only keeps the discarded branch finite.
+    large = max_exact + (paddle.log(n.clip(min=1).astype("float32") / max_exact)
+                         / math.log(max_distance / max_exact) * (half - max_exact)).astype("int64")
+    large = paddle.minimum(large, paddle.full_like(large, half - 1))
+    return ret + paddle.where(n < max_exact, n, large)
+
+
 class LayoutXLMEncoder(nn.Layer):
-    """The stack of layers (``encoder.layer.N``)."""
+    """The stack of layers (``encoder.layer.N``), with the optional relative-position bias tables."""
 
     def __init__(self, config: LayoutXLMConfig) -> None:
         super().__init__()
+        self.config = config
         self.layer = nn.LayerList([LayoutXLMLayer(config) for _ in range(config.num_hidden_layers)])
+        heads = config.num_attention_heads
+        if config.has_relative_attention_bias:
+            self.rel_pos_bias = nn.Linear(config.rel_pos_bins, heads, bias_attr=False)
+        if config.has_spatial_attention_bias:
+            self.rel_pos_x_bias = nn.Linear(config.rel_2d_pos_bins, heads, bias_attr=False)
+            self.rel_pos_y_bias = nn.Linear(config.rel_2d_pos_bins, heads, bias_attr=False)
+
+    @staticmethod
+    def _table_bias(table: nn.Linear, coords: paddle.Tensor, bins: int, max_distance: int) -> paddle.Tensor:
+        """``(B, nH, L, L)`` bias of ``coords[j] - coords[i]``: ``one_hot(bucket) @ W`` as a row gather of W."""
+        rel = coords.unsqueeze(-2) - coords.unsqueeze(-1)  # (B, L, L): [i, j] = c[j] - c[i]
+        bucket = relative_position_bucket(rel, bins, max_distance)
+        return F.embedding(bucket, table.weight).transpose([0, 3, 1, 2])  # (B, nH, L, L)
+
+    def attention_bias(self, position_ids: paddle.Tensor, bbox: paddle.Tensor) -> paddle.Tensor | None:
+        """The relative 1-D + 2-D bias added to every layer's scores, or None when the config has neither.
+
+        Args:
+            position_ids: ``(B, L)`` int64 position ids of the whole sequence.
+            bbox: ``(B, L, 4)`` int64 boxes of the whole sequence (the 2-D bias reads ``x0`` and ``y1``).
+        """
+        c = self.config
+        bias = None
+        if c.has_relative_attention_bias:
+            bias = self._table_bias(self.rel_pos_bias, position_ids, c.rel_pos_bins, c.max_rel_pos)
+        if c.has_spatial_attention_bias:
+            xy = (self._table_bias(self.rel_pos_x_bias, bbox[:, :, 0], c.rel_2d_pos_bins, c.max_rel_2d_pos)
+                  + self._table_bias(self.rel_pos_y_bias, bbox[:, :, 3], c.rel_2d_pos_bins, c.max_rel_2d_pos))
+            bias = xy if bias is None else bias + xy
+        return bias
 
     def forward(self, hidden: paddle.Tensor, mask_bias: paddle.Tensor) -> list[paddle.Tensor]:
-        """Every layer's output, ``num_hidden_layers`` tensors ``(B, L, H)``."""
+        """Every layer's output, ``num_hidden_layers`` tensors ``(B, L, H)``.
+
+        ``mask_bias`` is ``(B, 1, 1, L)`` (padding only) or ``(B, nH, L, L)`` (padding + relative biases).
+        """
         outs = []
         for layer in self.layer:
             hidden = layer(hidden, mask_bias)
@@ -272,7 +376,8 @@ class LayoutXLMPooler(nn.Layer):
 
 
 class LayoutXLMModel(nn.Layer):
-    """The text-only LayoutXLM backbone (the ``layoutxlm.*`` part of a checkpoint)."""
+    """The LayoutXLM backbone (the ``layoutxlm.*`` part of a checkpoint); text-only unless the config has the
+    visual backbone."""
 
     def __init__(self, config: LayoutXLMConfig) -> None:
         # Paddle keeps its dynamic-graph mode per thread, seeded from the thread that first imported paddle: when
@@ -283,14 +388,45 @@ class LayoutXLMModel(nn.Layer):
         super().__init__()
         self.config = config
         self.embeddings = LayoutXLMEmbeddings(config)
+        if config.use_visual_backbone:
+            rows, cols, channels = config.image_feature_pool_shape
+            self.visual = VisualBackbone(config.visual_depth, config.visual_num_groups,
+                                         config.visual_width_per_group, config.visual_stem_channels,
+                                         config.visual_res2_channels, channels, (rows, cols))
+            self.visual_proj = nn.Linear(channels, config.hidden_size)
+            self.visual_dropout = nn.Dropout(config.hidden_dropout_prob)
+            xe = [i * 1000 // cols for i in range(cols + 1)]
+            ye = [i * 1000 // rows for i in range(rows + 1)]
+            cells = [[xe[j], ye[i], xe[j + 1], ye[i + 1]] for i in range(rows) for j in range(cols)]
+            self.register_buffer("visual_bbox", paddle.to_tensor([cells], dtype="int64"), persistable=False)
+            self.register_buffer("visual_position_ids", paddle.arange(rows * cols, dtype="int64").unsqueeze(0),
+                                 persistable=False)
         if config.has_visual_segment_embedding:  # unused in VI mode, kept for checkpoint compatibility
             self.visual_segment_embedding = self.create_parameter(shape=[config.hidden_size], dtype="float32")
         self.visual_LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.encoder = LayoutXLMEncoder(config)
         self.pooler = LayoutXLMPooler(config)
+        self._relative = config.has_relative_attention_bias or config.has_spatial_attention_bias
+
+    def _visual_embeddings(self, image: paddle.Tensor) -> paddle.Tensor:
+        """The visual tokens ``(B, rows * cols, H)`` of page images ``(B, 3, 224, 224)``."""
+        emb = self.embeddings
+        box = self.visual_bbox  # (1, V, 4)
+        spatial = paddle.concat([
+            emb.x_position_embeddings(box[:, :, 0]), emb.y_position_embeddings(box[:, :, 1]),
+            emb.x_position_embeddings(box[:, :, 2]), emb.y_position_embeddings(box[:, :, 3]),
+            emb.h_position_embeddings(box[:, :, 3] - box[:, :, 1]),
+            emb.w_position_embeddings(box[:, :, 2] - box[:, :, 0]),
+        ], axis=-1)  # (1, V, H)
+        visual = self.visual_proj(self.visual(image.astype("float32")))  # (B, V, H)
+        tokens = visual + emb.position_embeddings(self.visual_position_ids) + spatial
+        if self.config.has_visual_segment_embedding:
+            tokens = tokens + self.visual_segment_embedding
+        return self.visual_dropout(self.visual_LayerNorm(tokens))
 
     def forward(self, input_ids: paddle.Tensor, bbox: paddle.Tensor, attention_mask: paddle.Tensor,
-                token_type_ids: paddle.Tensor | None = None) -> list[paddle.Tensor]:
+                token_type_ids: paddle.Tensor | None = None, image: paddle.Tensor | None = None
+                ) -> list[paddle.Tensor]:
         """Runs the encoder.
 
         Args:
@@ -298,15 +434,40 @@ class LayoutXLMModel(nn.Layer):
             bbox: ``(B, L, 4)`` int64 on the 0..1000 grid.
             attention_mask: ``(B, L)``, 1 on tokens, 0 on padding.
             token_type_ids: ``(B, L)`` int64, default zeros.
+            image: ``(B, 3, 224, 224)`` float32 page images (``models.page_image``); required with the visual
+                backbone, ignored without it.
 
         Returns:
-            Each encoder layer's output ``(B, L, H)``; the last one is the sequence output.
+            Each encoder layer's output ``(B, L, H)`` at the text positions; the last one is the sequence output.
+
+        Raises:
+            ValueError: a model with the visual backbone called without ``image``.
         """
         if token_type_ids is None:
             token_type_ids = paddle.zeros_like(input_ids)
         emb = self.embeddings(input_ids, bbox, token_type_ids)  # (B, L, H)
-        mask_bias = (1.0 - attention_mask.astype(emb.dtype)).unsqueeze([1, 2]) * -1e10  # (B, 1, 1, L)
-        return self.encoder(emb, mask_bias)
+        if not self.config.use_visual_backbone:
+            mask_bias = (1.0 - attention_mask.astype(emb.dtype)).unsqueeze([1, 2]) * -1e10  # (B, 1, 1, L)
+            if self._relative:
+                positions = self.embeddings.position_ids[:, :paddle.shape(input_ids)[1]].expand_as(input_ids)
+                mask_bias = mask_bias + self.encoder.attention_bias(positions, bbox)  # (B, nH, L, L)
+            return self.encoder(emb, mask_bias)
+        if image is None:
+            raise ValueError("this LayoutXLM model has a visual backbone: pass the page image (B, 3, 224, 224) "
+                             "as models.page_image prepares it")
+        visual = self._visual_embeddings(image)  # (B, V, H)
+        n_text = paddle.shape(input_ids)[1]
+        hidden = paddle.concat([emb, visual], axis=1)  # (B, L + V, H)
+        mask = paddle.concat([attention_mask.astype(emb.dtype), paddle.ones_like(visual[:, :, 0])], axis=1)
+        mask_bias = (1.0 - mask).unsqueeze([1, 2]) * -1e10  # (B, 1, 1, L + V)
+        if self._relative:
+            text_pos = self.embeddings.position_ids[:, :n_text].expand_as(input_ids)
+            positions = paddle.concat([text_pos, self.visual_position_ids.expand_as(visual[:, :, 0]).astype(
+                "int64")], axis=1)
+            boxes = paddle.concat([bbox.astype("int64"), self.visual_bbox.expand(
+                [paddle.shape(bbox)[0], -1, -1])], axis=1)
+            mask_bias = mask_bias + self.encoder.attention_bias(positions, boxes)
+        return [h[:, :n_text] for h in self.encoder(hidden, mask_bias)]
 
 
 def _init_weights(layer: nn.Layer, std: float) -> None:
@@ -340,7 +501,7 @@ class SerOutput:
 
 
 class SerModel(nn.Layer):
-    """VI-LayoutXLM token classifier (``LayoutXLMForTokenClassification``; classifier dropout 0 as PaddleOCR).
+    """(VI-)LayoutXLM token classifier (``LayoutXLMForTokenClassification``; classifier dropout 0 as PaddleOCR).
 
     Args:
         config: backbone config.
@@ -358,7 +519,8 @@ class SerModel(nn.Layer):
         _init_weights(self, config.initializer_range)
 
     def forward(self, input_ids: paddle.Tensor, bbox: paddle.Tensor, attention_mask: paddle.Tensor,
-                token_type_ids: paddle.Tensor | None = None, labels: paddle.Tensor | None = None) -> SerOutput:
+                token_type_ids: paddle.Tensor | None = None, labels: paddle.Tensor | None = None,
+                image: paddle.Tensor | None = None) -> SerOutput:
         """Token logits, and the loss when ``labels`` ``(B, L)`` are given (PaddleOCR VQASerTokenLayoutLMLoss).
 
         Args:
@@ -367,11 +529,12 @@ class SerModel(nn.Layer):
             attention_mask: ``(B, L)`` int64.
             token_type_ids: ``(B, L)`` int64 or None.
             labels: ``(B, L)`` int64 label ids, -100 ignored.
+            image: ``(B, 3, 224, 224)`` float32 page images; required by the ``layoutxlm`` family only.
 
         Returns:
             :class:`SerOutput`.
         """
-        hidden_states = self.layoutxlm(input_ids, bbox, attention_mask, token_type_ids)
+        hidden_states = self.layoutxlm(input_ids, bbox, attention_mask, token_type_ids, image)
         logits = self.classifier(hidden_states[-1])  # (B, L, C)
         loss = None
         if labels is not None:
@@ -459,7 +622,7 @@ class ReOutput:
 
 
 class ReModel(nn.Layer):
-    """VI-LayoutXLM relation extraction (``LayoutXLMForRelationExtraction``; sequence dropout 0 as PaddleOCR).
+    """(VI-)LayoutXLM relation extraction (``LayoutXLMForRelationExtraction``; sequence dropout 0 as PaddleOCR).
 
     Args:
         config: backbone config.
@@ -478,7 +641,7 @@ class ReModel(nn.Layer):
 
     def forward(self, input_ids: paddle.Tensor, bbox: paddle.Tensor, attention_mask: paddle.Tensor,
                 entities: paddle.Tensor, pairs: paddle.Tensor, token_type_ids: paddle.Tensor | None = None,
-                pair_labels: paddle.Tensor | None = None) -> ReOutput:
+                pair_labels: paddle.Tensor | None = None, image: paddle.Tensor | None = None) -> ReOutput:
         """Pair logits, and the loss when ``pair_labels`` are given.
 
         Args:
@@ -490,11 +653,12 @@ class ReModel(nn.Layer):
             pairs: ``(B, P, 2)`` int64 candidate ``(question, answer)`` entity indices, -1 padding.
             token_type_ids: ``(B, L)`` int64 or None.
             pair_labels: ``(B, P)`` int64, 1 linked / 0 not, ignored where ``pairs`` is padding.
+            image: ``(B, 3, 224, 224)`` float32 page images; required by the ``layoutxlm`` family only.
 
         Returns:
             :class:`ReOutput`.
         """
-        hidden_states = self.layoutxlm(input_ids, bbox, attention_mask, token_type_ids)
+        hidden_states = self.layoutxlm(input_ids, bbox, attention_mask, token_type_ids, image)
         logits = self.extractor(hidden_states[-1], entities, pairs)  # (B, P, 2)
         loss = None
         if pair_labels is not None:

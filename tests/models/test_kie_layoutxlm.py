@@ -42,8 +42,9 @@ def test_config_checks_layout_constraint():
     cfg = LayoutXLMConfig(**TINY)
     assert LayoutXLMConfig.from_dict(cfg.to_dict()) == cfg
     assert LayoutXLMConfig().hidden_size == 768 and LayoutXLMConfig().vocab_size == 250002
-    with pytest.raises(ValueError, match="has_spatial_attention_bias"):
-        LayoutXLMConfig.from_dict({**cfg.to_dict(), "has_spatial_attention_bias": True})
+    assert LayoutXLMConfig.from_dict({**cfg.to_dict(), "has_spatial_attention_bias": True}).has_spatial_attention_bias
+    with pytest.raises(ValueError, match="fast_qkv"):  # LayoutLMv2's fused QKV is not implemented
+        LayoutXLMConfig.from_dict({**cfg.to_dict(), "fast_qkv": True})
     with pytest.raises(ValueError, match="unknown"):
         LayoutXLMConfig.from_dict({**cfg.to_dict(), "bogus": 1})
 
@@ -108,6 +109,17 @@ def _reference_re(ref, seq, entities, pairs):
     return out
 
 
+def re_case():
+    """Entities ``(2, 4, 3)`` and candidate pairs ``(2, 4, 2)`` (-1 padding) over :func:`_inputs`' windows."""
+    entities = np.full((2, 4, 3), -1, np.int64)
+    entities[0, :4] = [(0, 3, 1), (3, 6, 2), (6, 9, 1), (9, 17, 2)]
+    entities[1, :3] = [(0, 2, 0), (2, 5, 1), (5, 9, 2)]
+    pairs = np.full((2, 4, 2), -1, np.int64)
+    pairs[0] = [(0, 1), (0, 3), (2, 1), (2, 3)]
+    pairs[1, :1] = [(1, 2)]
+    return entities, pairs
+
+
 def test_re_matches_paddlenlp_relation_extraction():
     from paddlenlp.transformers import LayoutXLMForRelationExtraction
 
@@ -121,12 +133,7 @@ def test_re_matches_paddlenlp_relation_extraction():
     missing, unexpected = ours.set_state_dict(state)
     assert not missing and not unexpected
     ids, bbox, mask = _inputs()
-    entities = np.full((2, 4, 3), -1, np.int64)
-    entities[0, :4] = [(0, 3, 1), (3, 6, 2), (6, 9, 1), (9, 17, 2)]
-    entities[1, :3] = [(0, 2, 0), (2, 5, 1), (5, 9, 2)]
-    pairs = np.full((2, 4, 2), -1, np.int64)
-    pairs[0] = [(0, 1), (0, 3), (2, 1), (2, 3)]
-    pairs[1, :1] = [(1, 2)]
+    entities, pairs = re_case()
     labels = np.array([[1, 0, 0, 1], [1, -100, -100, -100]])
     with paddle.no_grad():
         out = ours(*_t(ids, bbox, mask, entities, pairs), pair_labels=paddle.to_tensor(labels))
