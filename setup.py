@@ -29,6 +29,9 @@ INSTALL_REQUIRES = [
     "pyyaml==6.0.4",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    # OCR detection/recognition on CPU (models/openvino_infer.py): reads PaddleOCR's inference.pdmodel folders.
+    "openvino==2026.4.1",
+    "openvino-telemetry==2025.2.0",  # openvino's own dependency, pinned with it
 ]
 
 EXTRAS_REQUIRE = {

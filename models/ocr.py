@@ -57,7 +57,8 @@ class OcrConfig:
         rec_image_shape: recognizer input ``(C, H, W)``.
         drop_score: lines with a lower recognition confidence are dropped.
         order_method: ``"tb-yx"`` (what SER/RE expect) or ``"none"`` (PaddleOCR's ``sorted_boxes`` order).
-        inference: Paddle Inference options (device, oneDNN, threads, unverified folders).
+        inference: inference options (device, backend, precision, oneDNN, threads, unverified folders); the
+            backend and precision each model runs with are decided on the loading machine (``models.backends``).
     """
 
     det_model_dir: str = field(default_factory=lambda: str(zoo.default_det_dir()))
@@ -162,6 +163,8 @@ class OcrPredictor:
                                          use_space_char=config.use_space_char, options=config.inference,
                                          width_bucket=config.rec_width_bucket, pad_batch=config.rec_pad_batch)
         self.version = f"det={self.detector.version};rec={self.recognizer.version}"
+        self.runtime = f"det={self.detector.predictor.runtime.label()};rec={self.recognizer.predictor.runtime.label()}"
+        """Backend/device/precision of each model, e.g. ``det=openvino/cpu/fp32;rec=openvino/cpu/fp32``."""
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[PageOcr]:
         """Runs OCR on a batch of pages.

@@ -11,61 +11,31 @@ shared weights were re-laid out for oneDNN; measured with Paddle 3.3.1.)
 from __future__ import annotations
 
 import ctypes
+import json
+import logging
 import queue
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from models.backends import InferenceOptions, Runtime, log_notes, resolve_runtime
 from models.integrity import sha256_file, verify_model_dir
 
-__all__ = ["InferenceOptions", "PaddlePredictor", "find_program", "tune_malloc"]
+__all__ = ["InferenceOptions", "PaddlePredictor", "find_program", "tune_malloc", "verified_program",
+           "paddle_config", "kie_trt_shapes", "ordered_inputs", "LendingPool", "TRT_WORKSPACE_BYTES"]
+
+_LOG = logging.getLogger(__name__)
+TRT_WORKSPACE_BYTES = 1 << 30
+_TRT_MIN_SUBGRAPH = 3  # PaddleOCR's min_subgraph_size for PP-OCR models
 
 _PROGRAM_FILES = ("inference.json", "inference.pdmodel")
 _PARAMS_FILE = "inference.pdiparams"
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How to run an exported model.
-
-    Attributes:
-        device: ``"cpu"`` or ``"gpu"``.
-        gpu_id: GPU ordinal when ``device == "gpu"``.
-        enable_mkldnn: oneDNN kernels on CPU (about 5x faster than off on this project's CPUs, same results).
-        cpu_threads: math-library threads per predictor on CPU.
-        gpu_mem_mb: initial GPU memory pool per predictor.
-        allow_unverified: load a folder that has no ``SHA256SUMS`` (an explicit user choice).
-        concurrency: at most this many native predictors (each with its own weights) serve concurrent calls;
-            further callers wait. 1 serialises calls, which suits one GPU or a CPU already using all its threads.
-        mkldnn_cache_capacity: oneDNN's per-predictor cache of input shapes (``Config.set_mkldnn_cache_capacity``,
-            PaddleOCR sets 10); 0 leaves Paddle's default (unbounded). Measured with Paddle 3.3.1 it does not bound
-            memory (bench/README.md); bounding the input shapes (the recognizer's ``width_bucket``) does.
-    """
-
-    device: str = "cpu"
-    gpu_id: int = 0
-    enable_mkldnn: bool = True
-    cpu_threads: int = 2
-    gpu_mem_mb: int = 500
-    allow_unverified: bool = False
-    concurrency: int = 1
-    mkldnn_cache_capacity: int = 0
-
-    def __post_init__(self) -> None:
-        if self.device not in ("cpu", "gpu"):
-            raise ValueError(f"unknown device '{self.device}', expected 'cpu' or 'gpu'")
-        if self.cpu_threads < 1:
-            raise ValueError(f"cpu_threads must be >= 1, got {self.cpu_threads}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.gpu_id < 0:
-            raise ValueError(f"gpu_id must be >= 0, got {self.gpu_id}")
-        if self.mkldnn_cache_capacity < 0:
-            raise ValueError(f"mkldnn_cache_capacity must be >= 0 (0 = Paddle's default), got "
-                             f"{self.mkldnn_cache_capacity}")
 
 
 def find_program(model_dir: str | Path) -> tuple[Path, Path]:
@@ -108,75 +78,243 @@ def tune_malloc() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
+def verified_program(model_dir: str | Path, allow_unverified: bool, extra_files: tuple[str, ...] = ()
+                     ) -> tuple[Path, Path, str]:
+    """Finds a folder's program and checks every file the loader reads against ``SHA256SUMS`` (every backend).
+
+    Args:
+        model_dir: the model folder.
+        allow_unverified: accept a folder without ``SHA256SUMS`` (the user's explicit choice).
+        extra_files: other files of the folder the caller reads.
+
+    Returns:
+        ``(program file, params file, version)``; version is ``<folder name>@<first 12 hex of the params sha256>``.
+    """
+    program, params = find_program(model_dir)
+    folder = Path(model_dir)
+    sums = verify_model_dir(folder, (program.name, params.name, *extra_files), allow_unverified=allow_unverified)
+    params_sha = sums.get(params.name) or sha256_file(params)
+    return program, params, f"{folder.name}@{params_sha[:12]}"
+
+
+def kie_trt_shapes(model_dir: str | Path, batch: int = 8) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """TensorRT shape ranges ``{input: (min, opt, max)}`` of an exported SER/RE folder, from its ``metadata.json``.
+
+    Windows are 64..``max_len`` tokens for programs exported with ``dynamic_length`` (else exactly ``max_len``),
+    1..``batch`` windows a call; RE candidates up to ``max_len`` entities and 4096 pairs a window. Shapes outside the
+    ranges still run (engines are rebuilt at run time).
+    """
+    folder = Path(model_dir)
+    meta = json.loads((folder / "metadata.json").read_text())
+    length = int(meta.get("max_len", 512))
+    t_min, t_opt = (min(64, length), min(256, length)) if meta.get("dynamic_length") else (length, length)
+    b = (1, max(1, batch // 2), batch)
+
+    def dims(*tail: tuple[int, int, int]) -> tuple[list[int], list[int], list[int]]:
+        return tuple([b[k], *[t[k] for t in tail]] for k in range(3))  # type: ignore[return-value]
+
+    t, e, p = (t_min, t_opt, length), (1, 64, length), (1, 512, 4096)
+    shapes = {}
+    for name in meta.get("input_names", []):
+        if name in ("input_ids", "attention_mask", "token_type_ids"):
+            shapes[name] = dims(t)
+        elif name == "bbox":
+            shapes[name] = dims(t, (4, 4, 4))
+        elif name == "hidden":
+            hidden = int(json.loads((folder / "config.json").read_text())["hidden_size"])
+            shapes[name] = dims(t, (hidden,) * 3)
+        elif name == "entities":
+            shapes[name] = dims(e, (3, 3, 3))
+        elif name == "pairs":
+            shapes[name] = dims(p, (2, 2, 2))
+        elif name == "pair_features":
+            width = len(meta.get("pair_features", []))
+            shapes[name] = dims(p, (width,) * 3)
+    return shapes
+
+
+def paddle_config(program: Path, params: Path, options: InferenceOptions, runtime: Runtime,
+                  trt_shape_file: Path | None = None) -> Any:  # noqa: ANN401 - paddle.inference.Config
+    """The Paddle Inference config of one model: device, threads, oneDNN (+ bf16), TensorRT fp16, memory reuse.
+
+    Args:
+        program: the program file. params: the parameters file.
+        options: threads, GPU memory, oneDNN, the TensorRT engine cache folder.
+        runtime: what :func:`models.backends.resolve_runtime` decided (device, precision, TensorRT).
+        trt_shape_file: the tuned shape ranges (``collect_shape_range_info`` output) TensorRT builds engines for.
+
+    Returns:
+        The ``paddle.inference.Config``.
+
+    Raises:
+        RuntimeError: Paddle refuses TensorRT (a build without it: "please compile with TENSORRT first").
+    """
+    import paddle.inference as pi
+
+    config = pi.Config(str(program), str(params))
+    if runtime.device == "gpu":
+        config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id)
+        if runtime.tensorrt:
+            config.enable_tensorrt_engine(workspace_size=TRT_WORKSPACE_BYTES, max_batch_size=1,
+                                          min_subgraph_size=_TRT_MIN_SUBGRAPH, precision_mode=pi.PrecisionType.Half,
+                                          use_static=True, use_calib_mode=False)
+            config.set_optim_cache_dir(str(trt_shape_file.parent if trt_shape_file else _trt_root(options)))
+            if trt_shape_file is not None:
+                config.enable_tuned_tensorrt_dynamic_shape(str(trt_shape_file), True)  # True: rebuild out of range
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(options.cpu_threads)
+        if options.enable_mkldnn:
+            config.enable_mkldnn()
+            if options.mkldnn_cache_capacity:
+                config.set_mkldnn_cache_capacity(options.mkldnn_cache_capacity)
+            if runtime.precision == "bf16":
+                config.enable_onednn_bfloat16()
+        else:
+            config.disable_mkldnn()
+    if program.suffix == ".json":
+        # Paddle 3 PIR programs: without the new IR and executor, enable_memory_optim() fails to load them
+        # ("Not find predictor_id 0 and pass_name memory_optimize_pass", Paddle 3.3.1).
+        config.enable_new_ir(True)
+        config.enable_new_executor(True)
+    config.switch_ir_optim(True)
+    config.enable_memory_optim()
+    config.disable_glog_info()
+    config.switch_use_feed_fetch_ops(False)
+    return config
+
+
+def _trt_root(options: InferenceOptions) -> Path:
+    return Path(options.trt_cache_dir or Path(tempfile.gettempdir()) / "kiebeam-trt")
+
+
+_NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
+
+
+class LendingPool:
+    """Native objects that are not thread-safe (predictors, infer requests), each lent to one caller at a time.
+
+    Args:
+        create: makes one more object (called at most ``limit`` times, on demand; the first one at once).
+        limit: at most this many objects; further callers wait for one to come back.
+    """
+
+    def __init__(self, create: Callable[[], Any], limit: int) -> None:
+        self._create, self._limit = create, limit
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._idle.put(create())
+        self._created = 1
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lend(self) -> Iterator[Any]:
+        """Lends an idle object (or a new one while under the limit, else waits), and takes it back after."""
+        try:
+            item = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                grow = self._created < self._limit
+                if grow:
+                    self._created += 1
+            item = self._create() if grow else self._idle.get()
+        try:
+            yield item
+        finally:
+            self._idle.put(item)
+
+
 class PaddlePredictor:
     """A verified Paddle Inference predictor, safe to call from several threads.
 
     Args:
         model_dir: exported model folder.
-        options: device and CPU settings.
+        options: device and CPU settings, precision request (default ``InferenceOptions()``).
         extra_files: other files of the folder the caller reads (e.g. a dictionary); they must be listed in
             ``SHA256SUMS`` too.
+        role: the model's role (``models.backends.ROLES``): what ``precision="auto"`` means, and the DB detector is
+            never run in bf16.
+        trt_shapes: TensorRT shape ranges ``{input: (min, opt, max)}`` (GPU fp16); SER/RE folders default to
+            :func:`kie_trt_shapes`.
+        runtime: an already resolved runtime (``models.backends.create_predictor``); None resolves it here.
     """
 
-    def __init__(self, model_dir: str | Path, options: InferenceOptions = InferenceOptions(),
-                 extra_files: tuple[str, ...] = ()) -> None:
-        program, params = find_program(model_dir)
+    def __init__(self, model_dir: str | Path, options: InferenceOptions | None = None,
+                 extra_files: tuple[str, ...] = (), role: str = "model",
+                 trt_shapes: Mapping[str, Sequence[Sequence[int]]] | None = None, runtime: Runtime | None = None
+                 ) -> None:
+        options = options or InferenceOptions()
+        program, params, version = verified_program(model_dir, options.allow_unverified, extra_files)
         self.model_dir = Path(model_dir)
         self.options = options
-        sums = verify_model_dir(self.model_dir, (program.name, params.name, *extra_files),
-                                allow_unverified=options.allow_unverified)
-        params_sha = sums.get(params.name) or sha256_file(params)
-        self.version = f"{self.model_dir.name}@{params_sha[:12]}"
-
+        self.version = version
+        if runtime is None:
+            runtime = resolve_runtime(replace(options, backend="paddle"), role, self.model_dir)
+        if runtime.tensorrt and trt_shapes is None and role in ("ser", "re"):
+            trt_shapes = kie_trt_shapes(self.model_dir)
+        if runtime.tensorrt and not trt_shapes:
+            runtime = replace(runtime, precision="fp32", tensorrt=False,
+                              notes=(*runtime.notes, f"{role}: no TensorRT shape ranges; running fp32 on GPU"))
         self._program, self._params = program, params
-        self._root = self._create()
-        self.input_names: list[str] = list(self._root.get_input_names())
-        self.output_names: list[str] = list(self._root.get_output_names())
-        self._pool: queue.LifoQueue = queue.LifoQueue()
-        self._pool.put(self._root)
-        self._created = 1
-        self._pool_lock = threading.Lock()
+        self._trt_shapes = trt_shapes
+        self._trt_shape_file: Path | None = None
+        self.runtime = runtime
+        log_notes(runtime, self.model_dir)
+        self._pool = LendingPool(self._create, options.concurrency)
+        with self._pool.lend() as first:
+            self.input_names: list[str] = list(first.get_input_names())
+            self.output_names: list[str] = list(first.get_output_names())
 
     def _create(self):  # noqa: ANN202 - a native paddle.inference.Predictor
         import paddle.inference as pi
 
-        options = self.options
-        config = pi.Config(str(self._program), str(self._params))
-        if options.device == "gpu":
-            config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id)
-        else:
-            config.disable_gpu()
-            config.set_cpu_math_library_num_threads(options.cpu_threads)
-            if options.enable_mkldnn:
-                config.enable_mkldnn()
-                if options.mkldnn_cache_capacity:
-                    config.set_mkldnn_cache_capacity(options.mkldnn_cache_capacity)
-            else:
-                config.disable_mkldnn()
-        if self._program.suffix == ".json":
-            # Paddle 3 PIR programs: without the new IR and executor, enable_memory_optim() fails to load them
-            # ("Not find predictor_id 0 and pass_name memory_optimize_pass", Paddle 3.3.1).
-            config.enable_new_ir(True)
-            config.enable_new_executor(True)
-        config.switch_ir_optim(True)
-        config.enable_memory_optim()
-        config.disable_glog_info()
-        config.switch_use_feed_fetch_ops(False)
+        if self.runtime.tensorrt:
+            try:
+                return pi.create_predictor(paddle_config(self._program, self._params, self.options, self.runtime,
+                                                         self._tuned_shapes()))
+            except Exception as e:  # noqa: BLE001 - Paddle raises bare RuntimeErrors; fall back as documented
+                reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                _LOG.warning("TensorRT could not be used for %s (%s); running fp32 on GPU", self.model_dir.name,
+                             reason)
+                self.runtime = replace(self.runtime, precision="fp32", tensorrt=False)
         try:
-            return pi.create_predictor(config)
+            return pi.create_predictor(paddle_config(self._program, self._params, self.options, self.runtime))
         except Exception as e:  # Paddle raises a bare RuntimeError/ValueError with a C++ trace
             raise ValueError(f"Paddle could not load the model in {self.model_dir}: {e}") from e
 
-    def _borrow(self):  # noqa: ANN202
-        try:
-            return self._pool.get_nowait()
-        except queue.Empty:
-            pass
-        with self._pool_lock:
-            grow = self._created < self.options.concurrency
-            if grow:
-                self._created += 1
-        return self._create() if grow else self._pool.get()
+    def _tuned_shapes(self) -> Path:
+        """The TensorRT shape-range file of this model, collected once per cache folder.
+
+        Paddle-TensorRT needs the shape ranges of every tensor entering a TensorRT subgraph, not only of the inputs,
+        so (as PaddleOCR does) a plain GPU predictor first runs the model at the min, opt and max input shapes
+        with ``collect_shape_range_info``, and the TensorRT predictor reads that file
+        (``enable_tuned_tensorrt_dynamic_shape``).
+        """
+        if self._trt_shape_file is not None:
+            return self._trt_shape_file
+        import paddle.inference as pi
+
+        folder = _trt_root(self.options) / f"{self.version}-{self.runtime.precision}"
+        shape_file = folder / "shape_range_info.pbtxt"
+        if not shape_file.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            config = paddle_config(self._program, self._params, self.options, replace(self.runtime, tensorrt=False))
+            config.collect_shape_range_info(str(shape_file))
+            tuner = pi.create_predictor(config)
+            names = list(tuner.get_input_names())
+            missing = [n for n in names if n not in self._trt_shapes]
+            if missing:
+                raise ValueError(f"no TensorRT shape range for inputs {missing} of {self.model_dir}")
+            for k in range(3):  # min, opt, max
+                for name in names:
+                    handle = tuner.get_input_handle(name)
+                    dtype = _NP_TYPES.get(str(handle.type()).rsplit(".", 1)[-1], np.float32)
+                    shape = [int(v) for v in self._trt_shapes[name][k]]
+                    handle.reshape(shape)
+                    handle.copy_from_cpu(np.zeros(shape, dtype=dtype))
+                tuner.run()
+            del tuner
+        self._trt_shape_file = shape_file
+        return shape_file
 
     def run(self, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Runs the model once.
@@ -187,23 +325,25 @@ class PaddlePredictor:
         Returns:
             The outputs, in ``output_names`` order, as numpy arrays owned by the caller.
         """
-        if isinstance(inputs, Mapping):
-            missing = [n for n in self.input_names if n not in inputs]
-            if missing:
-                raise ValueError(f"missing inputs {missing} for model {self.version}; it takes {self.input_names}")
-            arrays = [inputs[n] for n in self.input_names]
-        else:
-            arrays = list(inputs)
-            if len(arrays) != len(self.input_names):
-                raise ValueError(f"model {self.version} takes {len(self.input_names)} inputs {self.input_names}, "
-                                 f"got {len(arrays)}")
-        predictor = self._borrow()
-        try:
+        arrays = ordered_inputs(inputs, self.input_names, self.version)
+        with self._pool.lend() as predictor:
             for name, array in zip(self.input_names, arrays):
                 handle = predictor.get_input_handle(name)
                 handle.reshape(list(array.shape))
                 handle.copy_from_cpu(np.ascontiguousarray(array))
             predictor.run()
             return [predictor.get_output_handle(n).copy_to_cpu() for n in self.output_names]
-        finally:
-            self._pool.put(predictor)
+
+
+def ordered_inputs(inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], names: Sequence[str], version: str
+                   ) -> list[np.ndarray]:
+    """The arrays of one call in input order (a mapping by name, or a sequence), checked against the model's inputs."""
+    if isinstance(inputs, Mapping):
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise ValueError(f"missing inputs {missing} for model {version}; it takes {list(names)}")
+        return [inputs[n] for n in names]
+    arrays = list(inputs)
+    if len(arrays) != len(names):
+        raise ValueError(f"model {version} takes {len(names)} inputs {list(names)}, got {len(arrays)}")
+    return arrays

@@ -26,7 +26,8 @@ import numpy as np
 import pyclipper
 from shapely.geometry import Polygon
 
-from models.paddle_infer import InferenceOptions, PaddlePredictor
+from models.paddle_infer import InferenceOptions
+from models.predictors import create_predictor
 
 __all__ = [
     "DbParams",
@@ -40,6 +41,7 @@ __all__ = [
     "unclip",
     "order_points_clockwise",
     "filter_det_boxes",
+    "det_trt_shapes",
     "LIMIT_TYPES",
     "SCORE_MODES",
 ]
@@ -300,13 +302,29 @@ def filter_det_boxes(boxes: list[np.ndarray], scores: list[float], img_h: int, i
     return kept, kept_scores
 
 
+def det_trt_shapes(params: DbParams) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """TensorRT shape ranges ``{"x": (min, opt, max)}`` of the detector's input under :func:`det_resize`.
+
+    Args:
+        params: the resize limits.
+
+    Returns:
+        One page a call, 32 px up to the longest side ``det_resize`` gives (``"min"``: 4x the limit, beyond
+        which engines are rebuilt at run time); the optimum is a portrait page at the limit.
+    """
+    side = -(-params.limit_side_len // 32) * 32
+    longest = side * 4 if params.limit_type == "min" else side
+    return {"x": ([1, 3, 32, 32], [1, 3, side, max(32, side * 2 // 3 // 32 * 32)], [1, 3, longest, longest])}
+
+
 class TextDetector:
     """DB text detector over a PaddleOCR inference folder (``*_det_infer``).
 
     Args:
         model_dir: the exported detection model (``inference.pdmodel`` or ``inference.json`` + params).
         params: DB pre/post-processing parameters.
-        options: Paddle Inference options (default ``InferenceOptions()``).
+        options: inference options (default ``InferenceOptions()``): backend and precision requests are resolved
+            by ``models.backends`` (OpenVINO or Paddle; never Paddle bf16, which fails on this model).
 
     Raises:
         ValueError: the folder is missing files, fails verification, or is not a detection model.
@@ -315,7 +333,8 @@ class TextDetector:
     def __init__(self, model_dir: str | Path, params: DbParams = DbParams(),
                  options: InferenceOptions | None = None) -> None:
         self.params = params
-        self.predictor = PaddlePredictor(model_dir, options or InferenceOptions())
+        self.predictor = create_predictor(model_dir, options or InferenceOptions(), "det",
+                                          trt_shapes=det_trt_shapes(params))
         self.version = self.predictor.version
         # A 32x32 warm-up run checks the folder really is a detector: (1, 1, H, W) probability map.
         out = self._forward(np.zeros((1, 3, 32, 32), dtype=np.float32), model_dir)

@@ -27,10 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.paddle_infer import InferenceOptions, PaddlePredictor
+from models.paddle_infer import InferenceOptions
+from models.predictors import create_predictor
 
 __all__ = ["TextRecognizer", "get_rotate_crop_image", "resize_norm_img", "load_char_dict", "ctc_greedy_decode",
-           "bucket_width", "LINEAR_BUCKETS"]
+           "bucket_width", "rec_trt_shapes", "LINEAR_BUCKETS"]
 
 LINEAR_BUCKETS = 8  # widths step by the bucket up to 8 buckets, then by steps that double (padding < 1/4)
 
@@ -166,6 +167,22 @@ def ctc_greedy_decode(probs: np.ndarray, charset: Sequence[str], *,
     return results
 
 
+def rec_trt_shapes(image_shape: tuple[int, int, int], batch_num: int, width_bucket: int
+                   ) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """TensorRT shape ranges ``{"x": (min, opt, max)}`` of the recognizer's input.
+
+    Args:
+        image_shape: ``(C, H, W)``. batch_num: crops per forward. width_bucket: the width step (0: exact widths).
+
+    Returns:
+        1..``batch_num`` crops, widths from ``W`` to ``bucket_width(8 W)`` (wider lines rebuild engines at run time).
+    """
+    channels, height, width = (int(v) for v in image_shape)
+    widest = bucket_width(8 * width, width_bucket)
+    return {"x": ([1, channels, height, width], [batch_num, channels, height, bucket_width(2 * width, width_bucket)],
+                  [batch_num, channels, height, widest])}
+
+
 class TextRecognizer:
     """CTC text recognizer over a PaddleOCR inference folder (``*_rec_infer``).
 
@@ -175,7 +192,8 @@ class TextRecognizer:
         image_shape: ``(C, H, W)``, PaddleOCR's ``rec_image_shape`` (``3,48,320`` for PP-OCRv3/v4/v5).
         batch_num: crops per forward (``rec_batch_num``).
         use_space_char: the dictionary gets a trailing space class.
-        options: Paddle Inference options (default ``InferenceOptions()``).
+        options: inference options (default ``InferenceOptions()``); backend and precision are resolved by
+            ``models.backends`` (OpenVINO or Paddle).
         width_bucket: round each batch's input width up with :func:`bucket_width` (0: PaddleOCR's exact widths).
         pad_batch: fill a short last batch with blank rows up to ``batch_num``, so the batch size is one shape too.
 
@@ -193,7 +211,8 @@ class TextRecognizer:
             raise ValueError(f"width_bucket must be >= 0 (0 = PaddleOCR's exact widths), got {width_bucket}")
         folder, dict_file = Path(model_dir), Path(char_dict_path)
         extra = (dict_file.name,) if dict_file.resolve().parent == folder.resolve() else ()
-        self.predictor = PaddlePredictor(folder, options or InferenceOptions(), extra_files=extra)
+        self.predictor = create_predictor(folder, options or InferenceOptions(), "rec", extra_files=extra,
+                                          trt_shapes=rec_trt_shapes(image_shape, batch_num, width_bucket))
         self.version = self.predictor.version
         self.charset = load_char_dict(dict_file, use_space_char)
         self.image_shape = tuple(int(v) for v in image_shape)
