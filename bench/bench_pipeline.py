@@ -97,7 +97,7 @@ def section_floor(args: argparse.Namespace) -> dict:
     import gc
 
     from models import zoo
-    from models.features import build_re_inputs, build_windows, tokenize_lines
+    from models.features import MODEL_INPUTS, RE_INPUTS, batch_windows, build_re_inputs, build_windows, tokenize_lines
     from models.kie import KiePredictor
     from models.ocr import OcrConfig, OcrPredictor
     from models.paddle_infer import PaddlePredictor, tune_malloc
@@ -157,32 +157,29 @@ def section_floor(args: argparse.Namespace) -> dict:
         texts = [ln.text for ln in page.lines]
         windows.append(build_windows(texts, [ln.box for ln in page.lines], page.width, page.height, None,
                                      max_len=kie.max_len, clip=True, token_ids=tokenize_lines(texts, kie.tokenizer)))
+    multiple = kie.multiple  # the token-axis cut the predictor's batches get
     del kie
     gc.collect()
     flat = [w for ws in windows for w in ws if w.line_ids]
-    fields = ("input_ids", "bbox", "attention_mask", "token_type_ids")
-    items = []
+    items = []  # (window, its RE inputs) of the windows with candidate pairs
     for ws, pk in zip(windows, kie_pages):
         for w in ws:
             r = build_re_inputs(w, list(pk.line_labels))
             if len(r.pairs):
-                items.append((w, r.entities, r.pairs))
+                items.append((w, r))
     out["ser"], out["ser_cold"], out["windows"] = {}, {}, len(flat)
     out["lines"] = sum(len(pg.lines) for pg in ocr_pages)
-    out["re"], out["re_cold"], out["re_windows"], out["pairs"] = {}, {}, len(items), sum(len(p) for _, _, p in items)
+    out["re"], out["re_cold"], out["re_windows"], out["pairs"] = {}, {}, len(items), sum(len(r.pairs) for _, r in items)
     for bs in args.kie_batches:
         kie = KiePredictor.from_dirs(ser_dir, re_dir, inference=_inference(True))
-        batches = [[np.stack([getattr(w, f) for w in flat[s:s + bs]]) for f in fields]
-                   for s in range(0, len(flat), bs)]
+        # The predictor's own batching function, so the floor runs the inputs the pipeline runs.
+        batches = [[b[k] for k in MODEL_INPUTS]
+                   for b in (batch_windows(flat[s:s + bs], multiple=multiple) for s in range(0, len(flat), bs))]
         out["ser"][bs], out["ser_cold"][bs] = _per(_time_runs(kie.ser.run, batches), n)
         batches = []
         for s in range(0, len(items), bs):
-            chunk = items[s:s + bs]
-            ents = np.full((len(chunk), max(len(e) for _, e, _ in chunk), 3), -1, np.int64)
-            pairs = np.full((len(chunk), max(len(q) for _, _, q in chunk), 2), -1, np.int64)
-            for i, (_, e, q) in enumerate(chunk):
-                ents[i, :len(e)], pairs[i, :len(q)] = e, q
-            batches.append([np.stack([getattr(w, f) for w, _, _ in chunk]) for f in fields] + [ents, pairs])
+            b = batch_windows([w for w, _ in items[s:s + bs]], re=[r for _, r in items[s:s + bs]], multiple=multiple)
+            batches.append([b[k] for k in MODEL_INPUTS + RE_INPUTS])
         if batches:
             out["re"][bs], out["re_cold"][bs] = _per(_time_runs(kie.re.run, batches), n)
         del kie, batches

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from models.features import bio_labels
+from models.features import MODEL_INPUTS, RE_INPUTS, bio_labels
 from schemas.annotations import KieDocument
 from schemas.records import PageKie, PageOcr
 from training.data import Example, re_batch, ser_batch
@@ -53,7 +53,7 @@ def evaluate_ser(model: paddle.nn.Layer, examples: Sequence[Example], labels: Se
     for s in range(0, len(examples), batch_size):
         chunk = examples[s:s + batch_size]
         batch = ser_batch(chunk)
-        out = model(**_tensors(batch, ("input_ids", "bbox", "attention_mask", "token_type_ids")))
+        out = model(**_tensors(batch, MODEL_INPUTS))
         argmax = out.logits.argmax(axis=-1).numpy()
         for ex, row, lab in zip(chunk, argmax, batch["labels"]):
             keep = lab != -100
@@ -89,8 +89,7 @@ def evaluate_re(model: paddle.nn.Layer, examples: Sequence[Example], batch_size:
             pred += [[] for _ in chunk]
             continue
         batch = re_batch(chunk)
-        out = model(**_tensors(batch, ("input_ids", "bbox", "attention_mask", "token_type_ids", "entities",
-                                       "pairs")))
+        out = model(**_tensors(batch, MODEL_INPUTS + RE_INPUTS))
         linked = out.logits.argmax(axis=-1).numpy()  # (B, P)
         for b, ex in enumerate(chunk):
             ents, prs = ex.re.entities, ex.re.pairs

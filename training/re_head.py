@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from models.features import IGNORE_INDEX, PAIR_FEATURES, pair_features
+from models.features import IGNORE_INDEX, MODEL_INPUTS, PAIR_FEATURES, pair_features
 from models.layoutxlm import ReHeadModel
 from training.config import TrainConfig, lr_at
 from training.data import Example, LengthBucketSampler, encode_documents, ser_batch
@@ -52,8 +52,7 @@ def encode_hidden(encoder: paddle.nn.Layer, examples: Sequence[Example], batch_s
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         batch = ser_batch([examples[i] for i in idx])
-        hs = encoder(*(paddle.to_tensor(batch[k]) for k in ("input_ids", "bbox", "attention_mask",
-                                                            "token_type_ids")))[-1].numpy()
+        hs = encoder(*(paddle.to_tensor(batch[k]) for k in MODEL_INPUTS))[-1].numpy()
         for row, i in enumerate(idx):
             out[i] = hs[row, :examples[i].window.num_tokens].astype(np.float32)
     return out  # type: ignore[return-value]

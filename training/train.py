@@ -34,7 +34,7 @@ import numpy as np
 import paddle
 from paddle.io import DistributedBatchSampler
 
-from models.features import bio_labels
+from models.features import MODEL_INPUTS, RE_INPUTS, bio_labels
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
 from models.tokenizer import load_tokenizer, train_tokenizer
 from training.config import TrainConfig, lr_at
@@ -150,8 +150,7 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
     if not ser:
         train_ex = [e for e in train_ex if len(e.re.pairs)]  # windows without candidates add no RE loss
     make_batch = ser_batch if ser else re_batch
-    keys = ("input_ids", "bbox", "attention_mask", "token_type_ids") + (
-        ("labels",) if ser else ("entities", "pairs", "pair_labels"))
+    keys = MODEL_INPUTS + (("labels",) if ser else (*RE_INPUTS, "pair_labels"))
 
     # ---------------------------------------------------------------- optimizer (PaddleOCR: AdamW, no decay)
     params = [p for m in models for p in m.parameters()]
