@@ -188,6 +188,15 @@ def _trt_root(options: InferenceOptions) -> Path:
     return Path(options.trt_cache_dir or Path(tempfile.gettempdir()) / "kiebeam-trt")
 
 
+def _folder_role(folder: Path) -> str:
+    """``"ser"``/``"re"`` for a kiebeam KIE export (its ``metadata.json`` ``task``), else ``"model"``."""
+    try:
+        task = json.loads((folder / "metadata.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return "model"
+    return task if task in ("ser", "re") else "model"
+
+
 _NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 
 
@@ -232,7 +241,7 @@ class PaddlePredictor:
         extra_files: other files of the folder the caller reads (e.g. a dictionary); they must be listed in
             ``SHA256SUMS`` too.
         role: the model's role (``models.backends.ROLES``): what ``precision="auto"`` means, and the DB detector is
-            never run in bf16.
+            never run in bf16. ``"model"`` reads the role of a KIE export from its ``metadata.json`` (``task``).
         trt_shapes: TensorRT shape ranges ``{input: (min, opt, max)}`` (GPU fp16); SER/RE folders default to
             :func:`kie_trt_shapes`.
         runtime: an already resolved runtime (``models.backends.create_predictor``); None resolves it here.
@@ -247,6 +256,7 @@ class PaddlePredictor:
         self.model_dir = Path(model_dir)
         self.options = options
         self.version = version
+        role = _folder_role(self.model_dir) if role == "model" else role
         if runtime is None:
             runtime = resolve_runtime(replace(options, backend="paddle"), role, self.model_dir)
         if runtime.tensorrt and trt_shapes is None and role in ("ser", "re"):

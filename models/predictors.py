@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from models.backends import Capabilities, InferenceOptions, resolve_runtime
+from models.backends import Capabilities, InferenceOptions, Runtime, resolve_runtime
 from models.openvino_infer import OpenVinoPredictor
 from models.paddle_infer import PaddlePredictor
 
-__all__ = ["create_predictor"]
+__all__ = ["create_predictor", "runtime_label"]
 
 
 def create_predictor(model_dir: str | Path, options: InferenceOptions, role: str,
@@ -38,3 +39,24 @@ def create_predictor(model_dir: str | Path, options: InferenceOptions, role: str
         return OpenVinoPredictor(model_dir, options, extra_files=extra_files, runtime=runtime)
     return PaddlePredictor(model_dir, options, extra_files=extra_files, role=role, trt_shapes=trt_shapes,
                            runtime=runtime)
+
+
+def runtime_label(predictor: Any) -> str:  # noqa: ANN401 - OcrPredictor, KiePredictor or a single predictor
+    """What a predictor's models run on, for the documents table: ``det=openvino/cpu/fp32;rec=...``.
+
+    Args:
+        predictor: an ``OcrPredictor`` (its ``runtime`` text), a ``KiePredictor`` (its ``ser`` and ``re``
+            predictors) or a single :class:`PaddlePredictor` / :class:`OpenVinoPredictor`.
+
+    Returns:
+        ``name=backend/device/precision`` parts joined by ``;`` (``"unknown"`` when nothing says).
+    """
+    runtime = getattr(predictor, "runtime", None)
+    if isinstance(runtime, str):
+        return runtime
+    if isinstance(runtime, Runtime):
+        return runtime.label()
+    parts = [f"{name}={model.runtime.label()}" for name in ("ser", "re")
+             if isinstance(getattr(getattr(predictor, name, None), "runtime", None), Runtime)
+             for model in (getattr(predictor, name),)]
+    return ";".join(parts) or "unknown"

@@ -14,16 +14,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models import zoo
+from models.backends import BACKENDS, PRECISIONS, InferenceOptions
 from models.integrity import verify_model_dir
 from models.ocr import OcrConfig
-from models.paddle_infer import InferenceOptions
 from transforms.decode import DecodeLimits
 from transforms.inference import HandlerOptions
 from transforms.inputs import is_glob, list_pattern, read_manifest_rows, split_patterns
@@ -74,6 +74,19 @@ class ExtractOptions(PipelineOptions):
         g.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
         g.add_argument("--enable_mkldnn", type=_bool, default=True, help="oneDNN on CPU (true/false)")
         g.add_argument("--cpu_threads", type=int, default=2)
+        g.add_argument("--ocr_backend", default="auto", choices=list(BACKENDS),
+                       help="OCR detection/recognition backend; auto = OpenVINO on CPU for PaddleOCR inference.pdmodel "
+                            "folders (Paddle for inference.json folders and on GPU)")
+        g.add_argument("--ocr_precision", default="auto", choices=list(PRECISIONS),
+                       help="OCR precision; auto = fp16 with TensorRT on GPU, else fp32 (bf16: CPUs with "
+                            "avx512_bf16/AMX, never the detector on Paddle)")
+        g.add_argument("--kie_precision", default="auto", choices=list(PRECISIONS),
+                       help="SER/RE precision; auto = bf16 on CPUs with avx512_bf16/AMX, fp16 with TensorRT on GPU, "
+                            "else fp32")
+        g.add_argument("--use_tensorrt", type=_bool, default=True,
+                       help="on GPU, run fp16 through Paddle-TensorRT where Paddle has it (true/false)")
+        g.add_argument("--trt_cache_dir", default=None,
+                       help="worker-local folder for TensorRT engines and shape ranges (default <tmp>/kiebeam-trt)")
         g.add_argument("--ocr_batch_size", type=int, default=2, help="pages per OCR batch (one per 10 megapixels)")
         g.add_argument("--kie_batch_size", type=int, default=8, help="pages per KIE batch (one per 256 lines)")
         g.add_argument("--model_copies", type=int, default=None, help="model copies per machine (behind a proxy)")
@@ -210,7 +223,10 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
         if getattr(o, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(o, name)}")
     inference = InferenceOptions(device=o.device, enable_mkldnn=o.enable_mkldnn, cpu_threads=o.cpu_threads,
-                                 allow_unverified=o.allow_unverified_models)
+                                 backend=o.ocr_backend, precision=o.ocr_precision, use_tensorrt=o.use_tensorrt,
+                                 trt_cache_dir=o.trt_cache_dir, allow_unverified=o.allow_unverified_models)
+    # backend and precision are requests: the worker that loads a model resolves them (models.backends)
+    kie_inference = replace(inference, backend="paddle", precision=o.kie_precision)
     det = _local_path(o.det_model_dir or str(zoo.default_det_dir()))
     rec = _local_path(o.rec_model_dir or str(zoo.default_rec_dir()))
     dic = _local_path(o.rec_char_dict_path) if o.rec_char_dict_path else None
@@ -237,7 +253,7 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
         if ser is not None and re_dir == "rule":
             _check_exists(ser, "--ser_model_dir", local_runner)
             _verify_local_models((ser,), o.allow_unverified_models)
-            kie = KieSettings(ser, re_dir, inference)
+            kie = KieSettings(ser, re_dir, kie_inference)
         elif ser is not None:
             re_dir = _local_path(re_dir) if re_dir else None
             if re_dir is not None and not ser_flag and not Path(re_dir).exists():
@@ -245,7 +261,7 @@ def to_config(options: PipelineOptions) -> ExtractConfig:
             _check_exists(ser, "--ser_model_dir", local_runner)
             _check_exists(re_dir, "--re_model_dir", local_runner)
             _verify_local_models((ser, re_dir), o.allow_unverified_models)
-            kie = KieSettings(ser, re_dir, inference)
+            kie = KieSettings(ser, re_dir, kie_inference)
 
     limits = DecodeLimits(**{k: getattr(o, k) for k in _LIMIT_FLAGS if getattr(o, k) is not None})
     sharing = {"model_copies": o.model_copies, "large_model": o.large_model, "cache_dir": o.model_cache_dir,

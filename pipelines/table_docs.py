@@ -34,6 +34,10 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "read_ms": _MS.format("read"), "decode_ms": _MS.format("decode"), "det_ms": _MS.format("text detection"),
         "rec_ms": _MS.format("text recognition"), "ser_ms": _MS.format("SER"), "re_ms": _MS.format("RE"),
         "ocr_model": "OCR model version (detector + recognizer)", "kie_model": "SER/RE model version; null if off",
+        "ocr_runtime": "backend/device/precision of the detector and recognizer, e.g. "
+                       "`det=openvino/cpu/fp32;rec=openvino/cpu/fp32` (`--ocr_backend`, `--ocr_precision`)",
+        "kie_runtime": "backend/device/precision of SER and RE, e.g. `ser=paddle/cpu/bf16;re=paddle/cpu/bf16` "
+                       "(`--kie_precision`); null if off",
         "kie_enabled": "whether SER/RE ran", "windows": "512-token windows SER needed, summed over pages",
         "schema_version": f"output schema version (now {SCHEMA_VERSION})",
     },

@@ -46,7 +46,7 @@ __all__ = [
     "with_partition",
 ]
 
-SCHEMA_VERSION = "2.0"  # 2.0: run_id is a partition key only (no longer a file column)
+SCHEMA_VERSION = "2.1"  # 2.0: run_id is a partition key only (no longer a file column); 2.1: documents.*_runtime
 
 # Where a document or page can fail, in pipeline order (the ``stage`` / ``error_stage`` columns).
 STAGES = ("read", "probe", "decode", "ocr", "kie")
@@ -91,6 +91,8 @@ DOCUMENTS_SCHEMA = pa.schema(_DOC_KEYS + [
     pa.field("re_ms", pa.float64()),
     pa.field("ocr_model", pa.string()),
     pa.field("kie_model", pa.string()),
+    pa.field("ocr_runtime", pa.string()),  # e.g. "det=openvino/cpu/fp32;rec=openvino/cpu/fp32"
+    pa.field("kie_runtime", pa.string()),  # e.g. "ser=paddle/cpu/bf16;re=paddle/cpu/bf16"
     pa.field("kie_enabled", pa.bool_(), nullable=False),
     pa.field("windows", pa.int32()),
     pa.field("schema_version", pa.string(), nullable=False),

@@ -123,6 +123,8 @@ class PageOutcome:
         ocr / kie: the models' results.
         error: why the page failed (then no further model runs on it).
         ocr_model / kie_model: version strings of the models that made it.
+        ocr_runtime / kie_runtime: backend/device/precision each of those models ran with
+            (``models.predictors.runtime_label``, e.g. ``det=openvino/cpu/fp32;rec=openvino/cpu/fp32``).
     """
 
     doc: DocRef
@@ -135,6 +137,8 @@ class PageOutcome:
     error: ErrorInfo | None = None
     ocr_model: str | None = None
     kie_model: str | None = None
+    ocr_runtime: str | None = None
+    kie_runtime: str | None = None
     image: object = None  # np.ndarray; typed loosely so this module stays numpy-free
 
     def with_(self, **changes: object) -> PageOutcome:

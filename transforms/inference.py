@@ -153,6 +153,12 @@ class LoadedModel:
         """The predictor's version string."""
         return str(getattr(self._predictor, "version", "unknown"))
 
+    def runtime(self) -> str:
+        """Backend/device/precision of the predictor's models (``models.predictors.runtime_label``)."""
+        from models.predictors import runtime_label
+
+        return runtime_label(self._predictor)
+
 
 def _predict_per_element(model: LoadedModel, items: Sequence[Any], stage: str) -> list[Any]:
     """Predicts a batch; on failure retries each element alone and returns ErrorInfo for those that fail."""
@@ -202,7 +208,7 @@ def _predict_pages(model: LoadedModel, batch: Sequence[PageOutcome], stage: str,
         batch: the pages.
         stage: ``"ocr"`` or ``"kie"`` (the stage of a page's error).
         model_input: a page's input to the predictor, or None when it has none.
-        with_result: ``(page, result or ErrorInfo, model version)`` -> the page's new outcome.
+        with_result: ``(page, result or ErrorInfo, model version, model runtime)`` -> the page's new outcome.
 
     Returns:
         One outcome per page, in order.
@@ -211,9 +217,9 @@ def _predict_pages(model: LoadedModel, batch: Sequence[PageOutcome], stage: str,
     out = list(batch)
     if todo:
         results = _predict_per_element(model, [model_input(batch[i]) for i in todo], stage)
-        version = model.version()
+        version, runtime = model.version(), model.runtime()
         for i, r in zip(todo, results):
-            out[i] = with_result(batch[i], r, version)
+            out[i] = with_result(batch[i], r, version, runtime)
     return out
 
 
@@ -225,16 +231,17 @@ def _ocr(page: PageOutcome) -> Any:  # noqa: ANN401 - PageOcr or None
     return page.ocr
 
 
-def _with_ocr(page: PageOutcome, ocr: Any, version: str) -> PageOutcome:  # noqa: ANN401 - PageOcr | ErrorInfo
+def _with_ocr(page: PageOutcome, ocr: Any, version: str, runtime: str) -> PageOutcome:  # noqa: ANN401
     if isinstance(ocr, ErrorInfo):
-        return page.with_(image=None, error=ocr, ocr_model=version)
-    return page.with_(image=None, width=ocr.width, height=ocr.height, ocr=ocr, ocr_model=version)
+        return page.with_(image=None, error=ocr, ocr_model=version, ocr_runtime=runtime)
+    return page.with_(image=None, width=ocr.width, height=ocr.height, ocr=ocr, ocr_model=version,
+                      ocr_runtime=runtime)
 
 
-def _with_kie(page: PageOutcome, kie: Any, version: str) -> PageOutcome:  # noqa: ANN401 - PageKie | ErrorInfo
+def _with_kie(page: PageOutcome, kie: Any, version: str, runtime: str) -> PageOutcome:  # noqa: ANN401
     if isinstance(kie, ErrorInfo):
-        return page.with_(error=kie, kie_model=version)
-    return page.with_(kie=kie, kie_model=version)
+        return page.with_(error=kie, kie_model=version, kie_runtime=runtime)
+    return page.with_(kie=kie, kie_model=version, kie_runtime=runtime)
 
 
 def _page_weight(page: PageOutcome) -> int:

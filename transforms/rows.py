@@ -43,6 +43,8 @@ class PageSummary:
     error: ErrorInfo | None
     ocr_model: str | None
     kie_model: str | None
+    ocr_runtime: str | None = None
+    kie_runtime: str | None = None
 
 
 def _keys(run_id: str, doc: DocRef) -> dict[str, Any]:
@@ -111,7 +113,8 @@ class ToRowsFn(beam.DoFn):
             if value:
                 self._dists[name].update(int(value))
         yield o.doc.doc_key, PageSummary(o.page_no, err is None, o.width, o.height, len(lines), len(entities),
-                                         len(pairs), windows, timings, err, o.ocr_model, o.kie_model)
+                                         len(pairs), windows, timings, err, o.ocr_model, o.kie_model,
+                                         o.ocr_runtime, o.kie_runtime)
 
 
 class BuildDocumentRowFn(beam.DoFn):
@@ -154,6 +157,8 @@ class BuildDocumentRowFn(beam.DoFn):
             "pairs": sum(p.pairs for p in pages), "read_ms": h.read_ms, **dict(zip(_TIMINGS, totals)),
             "ocr_model": next((p.ocr_model for p in pages if p.ocr_model), None),
             "kie_model": next((p.kie_model for p in pages if p.kie_model), None),
+            "ocr_runtime": next((p.ocr_runtime for p in pages if p.ocr_runtime), None),
+            "kie_runtime": next((p.kie_runtime for p in pages if p.kie_runtime), None),
             "kie_enabled": self._kie_enabled, "windows": sum(p.windows for p in pages),
             "schema_version": SCHEMA_VERSION,
         }

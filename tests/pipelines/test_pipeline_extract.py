@@ -14,6 +14,7 @@ from gcs_emulator import gcs_emulator
 from gcs_emulator import put as _put
 from PIL import Image
 
+from models.capabilities import detect_capabilities
 from pipelines.extract import run, summarize
 from schemas.parquet import PARTITIONING, TABLES
 
@@ -99,6 +100,10 @@ def test_every_table_of_a_kie_run(first_run):
         assert len(d["sha256"]) == 64 and d["size_bytes"] > 0
         assert d["ocr_model"] and d["ocr_model"] == docs["a"]["ocr_model"]
         assert d["kie_model"].startswith("ser=") and ";re=" in d["kie_model"]
+        # the backend and precision that made the row (defaults: auto, resolved on this machine)
+        assert d["ocr_runtime"] == "det=openvino/cpu/fp32;rec=openvino/cpu/fp32"
+        kie_precision = "bf16" if detect_capabilities().bf16 else "fp32"
+        assert d["kie_runtime"] == f"ser=paddle/cpu/{kie_precision};re=paddle/cpu/{kie_precision}"
         assert d["det_ms"] > 0 and d["rec_ms"] > 0 and d["ser_ms"] > 0
     assert (docs["two"]["format"], docs["two"]["pages_found"], docs["two"]["pages_processed"]) == ("tiff", 2, 2)
     assert docs["two"]["pages_skipped"] == 0 and docs["a"]["pages_skipped"] == 0
