@@ -47,6 +47,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from models.layoutxlm_size import LayoutXLMSize
 from models.visual_backbone import BLOCKS_PER_STAGE, VisualBackbone
 
 __all__ = ["LayoutXLMConfig", "FAMILIES", "LayoutXLMModel", "SerModel", "SerOutput", "ReModel", "ReOutput",
@@ -58,12 +59,14 @@ FAMILIES = ("vi-layoutxlm", "layoutxlm")
 
 
 @dataclass(frozen=True)
-class LayoutXLMConfig:
+class LayoutXLMConfig(LayoutXLMSize):
     """LayoutXLM backbone configuration; the defaults are ``vi-layoutxlm-base-uncased``.
 
-    ``hidden_size`` must equal ``4 * coordinate_size + 2 * shape_size`` (the 2-D layout embedding concatenates
-    x0, y0, x1, y1, h, w lookups). A tiny test config: ``LayoutXLMConfig(vocab_size=100, hidden_size=48,
-    num_hidden_layers=2, num_attention_heads=2, intermediate_size=96, coordinate_size=8, shape_size=8)``.
+    The size fields (``hidden_size``, layers, heads, ``coordinate_size``, ...) and their checks are those of
+    :class:`models.layoutxlm_size.LayoutXLMSize`; this class adds the vocabulary, dropout and the family's
+    switches. ``hidden_size`` must equal ``4 * coordinate_size + 2 * shape_size``. A tiny test config:
+    ``LayoutXLMConfig(vocab_size=100, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+    intermediate_size=96, coordinate_size=8, shape_size=8)``.
 
     ``use_visual_backbone=True`` is ``layoutxlm-base-uncased`` (the page image is an input). The ``visual_*``
     fields size the ResNeXt-FPN (``models.visual_backbone``); PaddleNLP fixes them in its
@@ -72,17 +75,10 @@ class LayoutXLMConfig:
     """
 
     vocab_size: int = 250002
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
     hidden_act: str = "gelu"
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 514
     max_2d_position_embeddings: int = 1024
-    coordinate_size: int = 128
-    shape_size: int = 128
     type_vocab_size: int = 1
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
@@ -108,6 +104,7 @@ class LayoutXLMConfig:
         return FAMILIES[1] if self.use_visual_backbone else FAMILIES[0]
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "image_feature_pool_shape", tuple(int(v) for v in self.image_feature_pool_shape))
         if len(self.image_feature_pool_shape) != 3 or min(self.image_feature_pool_shape) < 1:
             raise ValueError(f"image_feature_pool_shape={list(self.image_feature_pool_shape)} must be 3 positive "
@@ -118,17 +115,9 @@ class LayoutXLMConfig:
         for name in ("rel_pos_bins", "rel_2d_pos_bins"):
             if getattr(self, name) < 4:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 4")
-        if self.hidden_size != 4 * self.coordinate_size + 2 * self.shape_size:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} must equal 4*coordinate_size + 2*shape_size = "
-                f"4*{self.coordinate_size} + 2*{self.shape_size} = {4 * self.coordinate_size + 2 * self.shape_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of "
-                             f"num_attention_heads={self.num_attention_heads}")
         if self.hidden_act != "gelu":
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported, expected 'gelu'")
-        for name in ("vocab_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
-                     "max_2d_position_embeddings", "type_vocab_size"):
+        for name in ("vocab_size", "max_2d_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
 

@@ -20,34 +20,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ModelSize", "TrainConfig", "PRESETS", "get_preset", "lr_at"]
+from models.layoutxlm_size import LayoutXLMSize
+
+__all__ = ["TrainConfig", "PRESETS", "get_preset", "lr_at"]
 
 TASKS = ("ser", "re")
 SCHEDULES = ("linear", "constant")
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    """Backbone size for training from scratch (ignored when initialising from a checkpoint).
-
-    Defaults are vi-layoutxlm-base; ``hidden_size`` must equal ``4 * coordinate_size + 2 * shape_size``.
-    """
-
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    coordinate_size: int = 128
-    shape_size: int = 128
-    max_position_embeddings: int = 514
-
-    def __post_init__(self) -> None:
-        if self.hidden_size != 4 * self.coordinate_size + 2 * self.shape_size:
-            raise ValueError(f"hidden_size={self.hidden_size} must equal 4*coordinate_size + 2*shape_size = "
-                             f"{4 * self.coordinate_size + 2 * self.shape_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +75,7 @@ class TrainConfig:
     allow_unverified: bool = False
     max_skipped_fraction: float = 0.05
     vocab_size: int = 8000
-    model: ModelSize = field(default_factory=ModelSize)
+    model: LayoutXLMSize = field(default_factory=LayoutXLMSize)
     max_len: int = 512
     epochs: int = 200
     batch_size: int = 8
@@ -147,7 +125,7 @@ class TrainConfig:
                              f"{self.model.num_hidden_layers} layers")
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """Returns a copy with some fields changed (``model`` may be a dict of ModelSize fields)."""
+        """Returns a copy with some fields changed (``model`` may be a dict of LayoutXLMSize fields)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
@@ -156,6 +134,18 @@ class TrainConfig:
         if isinstance(changes.get("udml_layers"), list):
             changes["udml_layers"] = tuple(changes["udml_layers"])
         return dataclasses.replace(self, **changes)
+
+    def backbone_args(self, vocab_size: int) -> dict[str, Any]:
+        """The ``models.layoutxlm.LayoutXLMConfig`` arguments of a from-scratch backbone.
+
+        Args:
+            vocab_size: the tokenizer's vocabulary size.
+
+        Returns:
+            ``model``'s size fields, ``vocab_size``, and ``dropout`` as hidden and attention dropout.
+        """
+        return {**dataclasses.asdict(self.model), "vocab_size": vocab_size, "hidden_dropout_prob": self.dropout,
+                "attention_probs_dropout_prob": self.dropout}
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON-ready form (stored in checkpoint metadata)."""
@@ -170,7 +160,7 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
         d = dict(d)
         if isinstance(d.get("model"), dict):
-            d["model"] = ModelSize(**d["model"])
+            d["model"] = LayoutXLMSize(**d["model"])
         if "udml_layers" in d:
             d["udml_layers"] = tuple(d["udml_layers"])
         return cls(**d)
@@ -200,12 +190,12 @@ def lr_at(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
     return config.learning_rate * (1.0 - min(step - warmup, total) / total)
 
 
-_TINY = ModelSize(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
-                  coordinate_size=8, shape_size=8)
-_DEFAULT = ModelSize(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
-                     coordinate_size=32, shape_size=32)
-_SMALL = ModelSize(hidden_size=96, num_hidden_layers=3, num_attention_heads=2, intermediate_size=192,
-                   coordinate_size=16, shape_size=16)
+_TINY = LayoutXLMSize(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
+                      coordinate_size=8, shape_size=8)
+_DEFAULT = LayoutXLMSize(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
+                         coordinate_size=32, shape_size=32)
+_SMALL = LayoutXLMSize(hidden_size=96, num_hidden_layers=3, num_attention_heads=2, intermediate_size=192,
+                       coordinate_size=16, shape_size=16)
 
 PRESETS: dict[str, TrainConfig] = {
     # PaddleOCR recipes (vi-layoutxlm-base; pass init_from the pretrained folder).

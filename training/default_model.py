@@ -147,11 +147,7 @@ def build_smooth_init(config: TrainConfig, out: Path) -> Path:
     tok_dir = train_tokenizer(document_texts(docs), out.parent / (out.name + "_tokenizer"),
                               vocab_size=config.vocab_size)
     m = config.model
-    model_cfg = LayoutXLMConfig(vocab_size=len(load_tokenizer(tok_dir)), hidden_size=m.hidden_size,
-                                num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
-                                intermediate_size=m.intermediate_size, coordinate_size=m.coordinate_size,
-                                shape_size=m.shape_size, max_position_embeddings=m.max_position_embeddings,
-                                hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
+    model_cfg = LayoutXLMConfig(**config.backbone_args(len(load_tokenizer(tok_dir))))
     paddle.seed(config.seed)
     model = SerModel(model_cfg, len(bio_labels(manifest.labels)))
     emb = model.layoutxlm.embeddings

@@ -122,12 +122,7 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
         if world > 1:
             paddle.distributed.barrier()  # the other ranks read the tokenizer that rank 0 wrote
         tokenizer, state = load_tokenizer(tok_dir), None
-        m = config.model
-        model_cfg = LayoutXLMConfig(vocab_size=len(tokenizer), hidden_size=m.hidden_size,
-                                    num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
-                                    intermediate_size=m.intermediate_size, coordinate_size=m.coordinate_size,
-                                    shape_size=m.shape_size, max_position_embeddings=m.max_position_embeddings,
-                                    hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
+        model_cfg = LayoutXLMConfig(**config.backbone_args(len(tokenizer)))
 
     def build() -> paddle.nn.Layer:
         model = SerModel(model_cfg, num_labels) if ser else ReModel(model_cfg)
