@@ -3,6 +3,10 @@
 It runs folders written by ``models.checkpoint.export_inference`` through Paddle Inference
 (``models.paddle_infer``), never the dynamic graph. Per page:
 
+A SER (or RE) folder of the ``layoutxlm`` family (``metadata.json`` ``"needs_image": true``, LayoutXLM with its
+visual backbone) also takes each page's image, prepared as PaddleOCR does (``models.page_image``); every window of
+a page sees the whole page image. VI folders take none and nothing about images runs for them.
+
 1. windows from ``models.features.build_windows`` (lines in reading order; boxes clipped to the page), batched
    by similar length and cut to the longest window rounded up to 64 tokens (``models.features.batch_windows``);
 2. SER on every window of every page; the tokens' label probabilities are decoded per line
@@ -50,6 +54,7 @@ from models.integrity import sha256_file
 from models.linker import link_by_rule
 from models.model_files import LABELS_FILE, METADATA_FILE
 from models.paddle_infer import InferenceOptions, PaddlePredictor
+from models.page_image import kie_image_batch
 from models.ser_decoding import bio_spans, split_box, token_char_spans, viterbi_bio, vote_line_labels
 from models.tokenizer import TOKENIZER_FILE, load_tokenizer
 from schemas.records import Entity, KeyValuePair, PageKie, PageOcr
@@ -128,12 +133,15 @@ class PageTokens:
         probs: per window, ``(T, C)`` label probabilities of its real tokens (None for a window without lines).
         hidden: per window, ``(T, H)`` encoder states (only when a geometric RE head needs them).
         pieces: per page line, its sentencepiece pieces.
+        image: ``(3, 224, 224)`` float32 page image of a ``layoutxlm``-family model (``models.page_image``), else
+            None.
     """
 
     windows: list[Window]
     probs: list[np.ndarray | None]
     hidden: list[np.ndarray | None]
     pieces: list[list[str]]
+    image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,7 @@ class KiePredictor:
 
     def __init__(self, ser: PaddlePredictor, labels: list[str], tokenizer, max_len: int,  # noqa: ANN001
                  re: PaddlePredictor | str | None = None, *, re_kind: str = "paddleocr", decode: str = "vote",
-                 batch_size: int = 8, multiple: int = 0) -> None:
+                 batch_size: int = 8, multiple: int = 0, ser_image: bool = False, re_image: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -178,6 +186,9 @@ class KiePredictor:
         self.batch_size = batch_size
         self.decode = decode
         self.multiple = multiple
+        # LayoutXLM with its visual backbone (metadata "needs_image"): its programs take the page image too.
+        self.ser_image, self.re_image = ser_image, bool(re_image and self.re is not None)
+        self.needs_image = self.ser_image or self.re_image
         index = {n: i for i, n in enumerate(self.labels)}
         self._to_b = np.array([index.get("B-" + n[2:], i) if n.startswith("I-") else i
                                for i, n in enumerate(self.labels)], dtype=np.int64)
@@ -240,12 +251,32 @@ class KiePredictor:
         dynamic = bool(meta.get("dynamic_length")) and (re is None or re == RULE or bool(re_meta.get("dynamic_length")))
         return cls(ser, labels["labels"], load_tokenizer(ser_dir), int(meta.get("max_len", 512)), re,
                    re_kind=re_kind, decode=decode or meta.get("decode", "vote"), batch_size=batch_size,
-                   multiple=64 if dynamic else 0)
+                   multiple=64 if dynamic else 0, ser_image=bool(meta.get("needs_image")),
+                   re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr")
 
     # ------------------------------------------------------------------------------------------- SER
 
-    def tokens(self, pages: Sequence[PageOcr]) -> list[PageTokens]:
-        """Windows of each page and the SER program's probabilities (and encoder states) on them."""
+    def _page_images(self, pages: Sequence[PageOcr], images: Sequence[np.ndarray | None] | None
+                     ) -> list[np.ndarray | None]:
+        """Each page's normalised ``(3, 224, 224)`` image when a model needs one, else Nones."""
+        if not self.needs_image:
+            return [None] * len(pages)
+        if images is None or len(images) != len(pages) or any(im is None for im in images):
+            raise ValueError("this KIE model is LayoutXLM with its visual backbone (metadata.json needs_image): it "
+                             "needs each page's image, and the pages came without one; pass images (the pipeline "
+                             "does when the SER folder says needs_image)")
+        return list(kie_image_batch(list(images)))
+
+    def tokens(self, pages: Sequence[PageOcr], images: Sequence[np.ndarray | None] | None = None
+               ) -> list[PageTokens]:
+        """Windows of each page and the SER program's probabilities (and encoder states) on them.
+
+        Args:
+            pages: OCR pages.
+            images: per page, its RGB uint8 image (any size, or the 224x224 ``models.page_image.kie_thumbnail``);
+                needed only when :attr:`needs_image`.
+        """
+        page_images = self._page_images(pages, images)
         pieces = [[self.tokenizer.tokenize(ln.text) if ln.text else [] for ln in page.lines] for page in pages]
         page_windows = []
         for page, page_pieces in zip(pages, pieces):
@@ -261,7 +292,10 @@ class KiePredictor:
         for s in range(0, len(flat), self.batch_size):
             chunk = flat[s:s + self.batch_size]
             batch = batch_windows([page_windows[p][i] for p, i in chunk], multiple=self.multiple)
-            outs = self.ser.run([batch[k] for k in MODEL_INPUTS])
+            inputs = [batch[k] for k in MODEL_INPUTS]
+            if self.ser_image:
+                inputs.append(np.stack([page_images[p] for p, _ in chunk]))
+            outs = self.ser.run(inputs)
             logits = outs[0]
             for row, (p, i) in enumerate(chunk):
                 n = page_windows[p][i].num_tokens
@@ -271,7 +305,8 @@ class KiePredictor:
                         raise ValueError("the SER program outputs no encoder states; re-export it with this version "
                                          "to use a geometric RE head")
                     hidden[p][i] = outs[1][row, :n]
-        return [PageTokens(ws, pr, hd, pc) for ws, pr, hd, pc in zip(page_windows, probs, hidden, pieces)]
+        return [PageTokens(ws, pr, hd, pc, im)
+                for ws, pr, hd, pc, im in zip(page_windows, probs, hidden, pieces, page_images)]
 
     @staticmethod
     def _line_tokens(n_lines: int, toks: PageTokens) -> list[list[tuple[int, int, int]]]:
@@ -364,7 +399,8 @@ class KiePredictor:
                     hid[b, :len(toks.hidden[i])] = toks.hidden[i]
                 logits = self.re.run([hid, batch["entities"], batch["pairs"], batch["pair_features"]])[0]
             else:
-                logits = self.re.run([batch[k] for k in MODEL_INPUTS] + [batch["entities"], batch["pairs"]])[0]
+                image = [np.repeat(toks.image[None], len(chunk), axis=0)] if self.re_image else []
+                logits = self.re.run([batch[k] for k in MODEL_INPUTS] + image + [batch["entities"], batch["pairs"]])[0]
             for b, (_, _, r) in enumerate(chunk):
                 pick = _every_link if every_link else select_best_pairs if geo else select_pairs
                 links += [(r.entity_line_ids[q], r.entity_line_ids[a], sc)
@@ -380,17 +416,23 @@ class KiePredictor:
 
     # ------------------------------------------------------------------------------------------- pages
 
-    def __call__(self, pages: Sequence[PageOcr]) -> list[PageKie]:
+    def __call__(self, pages: Sequence[PageOcr], images: Sequence[np.ndarray | None] | None = None
+                 ) -> list[PageKie]:
         """Runs SER (and RE) over pages.
 
         Args:
             pages: OCR pages, lines in reading order.
+            images: per page, its RGB uint8 image (any size, or the 224x224 ``models.page_image.kie_thumbnail``);
+                required when :attr:`needs_image` (LayoutXLM with its visual backbone), ignored otherwise.
 
         Returns:
             One :class:`schemas.records.PageKie` per page, in order.
+
+        Raises:
+            ValueError: the models need page images and some page has none.
         """
         t0 = time.perf_counter()
-        all_toks = self.tokens(pages)
+        all_toks = self.tokens(pages, images)
         ser_ms = (time.perf_counter() - t0) * 1000 / max(len(pages), 1)
         results = []
         for page, toks in zip(pages, all_toks):
