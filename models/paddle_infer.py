@@ -154,7 +154,7 @@ def paddle_config(program: Path, params: Path, options: InferenceOptions, runtim
     config = pi.Config(str(program), str(params))
     if runtime.device == "gpu":
         config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id)
-        if runtime.tensorrt:
+        if runtime.tensorrt and program.suffix != ".json":  # a PIR program arrives converted (_pir_trt_program)
             config.enable_tensorrt_engine(workspace_size=TRT_WORKSPACE_BYTES, max_batch_size=1,
                                           min_subgraph_size=_TRT_MIN_SUBGRAPH, precision_mode=pi.PrecisionType.Half,
                                           use_static=True, use_calib_mode=False)
@@ -279,6 +279,9 @@ class PaddlePredictor:
 
         if self.runtime.tensorrt:
             try:
+                if self._program.suffix == ".json":
+                    program, params = self._pir_trt_program()
+                    return pi.create_predictor(paddle_config(program, params, self.options, self.runtime))
                 return pi.create_predictor(paddle_config(self._program, self._params, self.options, self.runtime,
                                                          self._tuned_shapes()))
             except Exception as e:  # noqa: BLE001 - Paddle raises bare RuntimeErrors; fall back as documented
@@ -290,6 +293,37 @@ class PaddlePredictor:
             return pi.create_predictor(paddle_config(self._program, self._params, self.options, self.runtime))
         except Exception as e:  # Paddle raises a bare RuntimeError/ValueError with a C++ trace
             raise ValueError(f"Paddle could not load the model in {self.model_dir}: {e}") from e
+
+    def _pir_trt_program(self) -> tuple[Path, Path]:
+        """A Paddle 3 PIR program converted once for TensorRT fp16 (``paddle.tensorrt.convert``) into the cache.
+
+        PIR programs do not take the subgraph TensorRT of ``enable_tensorrt_engine``: Paddle 3 converts them offline
+        into a program with TensorRT nodes for the given input ranges, which then loads as a plain GPU program.
+        """
+        folder = _trt_root(self.options) / f"{self.version}-{self.runtime.precision}-pir"
+        done = folder / ".converted"
+        if not done.is_file():
+            import paddle.tensorrt as ptrt  # only in CUDA builds with TensorRT
+
+            floats = ("hidden", "pair_features", "x")
+            inputs = []
+            for name, (low, opt, high) in self._trt_shapes.items():
+                spec = ptrt.Input(min_input_shape=tuple(low), optim_input_shape=tuple(opt),
+                                  max_input_shape=tuple(high), name=name)
+                spec.input_data_type = "float32" if name in floats else "int64"
+                if name in ("entities", "pairs"):
+                    spec.input_range = (0, 1)  # indices that exist at every shape in the range
+                inputs.append(spec)
+            config = ptrt.TensorRTConfig(inputs=inputs)
+            config.precision_mode = ptrt.PrecisionMode.FP16
+            config.save_model_dir = str(folder)
+            ptrt.convert(str(self._program.with_suffix("")), config)
+            done.write_text("ok\n")
+        program = next(iter(sorted(folder.glob("*.json"))), None)
+        params = program.with_suffix(".pdiparams") if program else None
+        if program is None or not params.is_file():
+            raise ValueError(f"paddle.tensorrt.convert left no program in {folder}")
+        return program, params
 
     def _tuned_shapes(self) -> Path:
         """The TensorRT shape-range file of this model, collected once per cache folder.

@@ -214,3 +214,17 @@ def test_unknown_requests_are_refused():
         InferenceOptions(backend="onnx")
     with pytest.raises(ValueError, match="unknown model role"):
         resolve_runtime(InferenceOptions(), "cls", caps=AMD)
+
+
+def test_a_pir_export_asked_for_tensorrt_falls_back_in_one_line(tiny_kie_dirs, tmp_path, caplog):
+    import paddle
+
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip("a CUDA build of Paddle: bench/bench_gpu.py runs the TensorRT variants")
+    trt = Runtime("paddle", "gpu", "fp16", tensorrt=True)
+    with caplog.at_level(logging.WARNING):  # PIR programs convert through paddle.tensorrt, absent from CPU builds
+        predictor = PaddlePredictor(tiny_kie_dirs[0], InferenceOptions(device="gpu", trt_cache_dir=str(tmp_path)),
+                                    role="ser", runtime=trt)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "TensorRT could not be used" in lines[0]
+    assert predictor.runtime.label() == "paddle/gpu/fp32" and predictor.input_names == list(MODEL_INPUTS)
