@@ -43,7 +43,7 @@ from transforms.documents import (
     key_ref,
     lacks_bytes,
 )
-from transforms.inference import KiePageHandler, OcrPageHandler, RunPageInference
+from transforms.inference import KiePageHandler, OcrPageHandler, RunPageInference, kie_needs_image
 from transforms.inputs import MatchPatternFn, ReadManifestFn, read_manifest_rows
 from transforms.progress import ReportProgressFn
 from transforms.rows import ROW_TABLES, BuildDocumentRowFn, ToRowsFn
@@ -121,7 +121,9 @@ def build_graph(pipeline: beam.Pipeline, cfg: ExtractConfig) -> dict[str, beam.P
 
     # 3. Models: OCR on pixels, then SER/RE on text + boxes, page outcome in and out (failed pages pass through with
     #    their error; a batch past --inference_timeout_secs fails its pages with 'timeout').
-    outcomes = decoded.images | "RunOcr" >> RunPageInference(OcrPageHandler(cfg.ocr, cfg.ocr_handler),
+    #    A KIE model with a visual backbone (metadata.json needs_image) also gets each page's 224x224 image from OCR.
+    keep_image = cfg.kie is not None and kie_needs_image(cfg.kie.ser_model_dir, cfg.kie.re_model_dir)
+    outcomes = decoded.images | "RunOcr" >> RunPageInference(OcrPageHandler(cfg.ocr, cfg.ocr_handler, keep_image),
                                                              cfg.inference_timeout_s)
     if cfg.kie is not None:
         kie = KiePageHandler(cfg.kie.ser_model_dir, cfg.kie.re_model_dir, cfg.kie.inference, cfg.kie_handler)

@@ -120,6 +120,9 @@ class PageOutcome:
         decode_ms: time spent reading and decoding the page.
         image: decoded RGB ``uint8`` pixels ``(H, W, 3)`` between decoding and OCR, else None (OCR drops them, so
             no pixels cross a later shuffle).
+        kie_image: between OCR and KIE, the page resized to the visual backbone's ``(224, 224, 3)`` uint8 RGB
+            (``models.page_image.kie_thumbnail``, 147 KB) when the KIE model needs the image (the ``layoutxlm``
+            family), else None.
         ocr / kie: the models' results.
         error: why the page failed (then no further model runs on it).
         ocr_model / kie_model: version strings of the models that made it.
@@ -140,6 +143,7 @@ class PageOutcome:
     ocr_runtime: str | None = None
     kie_runtime: str | None = None
     image: object = None  # np.ndarray; typed loosely so this module stays numpy-free
+    kie_image: object = None  # np.ndarray (224, 224, 3) uint8, only for a KIE model with a visual backbone
 
     def with_(self, **changes: object) -> PageOutcome:
         """Returns a copy with the given fields replaced."""

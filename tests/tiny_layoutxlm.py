@@ -11,8 +11,14 @@ TINY_VISUAL_CONFIG = dict(vocab_size=402, hidden_size=48, num_hidden_layers=2, n
                           visual_width_per_group=4, visual_stem_channels=8, visual_res2_channels=16)
 
 
-def export_tiny_layoutxlm(root: Path, *, with_re: bool = True) -> tuple[Path, Path | None]:
-    """Exports ``(ser_dir, re_dir)`` of the ``layoutxlm`` family under ``root`` (one tiny tokenizer for both)."""
+def export_tiny_layoutxlm(root: Path, *, seed: int = 2022, link_bias: float = 0.0) -> tuple[Path, Path]:
+    """Exports ``(ser_dir, re_dir)`` of the ``layoutxlm`` family under ``root`` (one tiny tokenizer for both).
+
+    Args:
+        root: the folder (``tokenizer/``, ``ser/``, ``re/`` are written in it).
+        seed: Paddle seed of the random weights.
+        link_bias: added to the RE classifier's "linked" logit, so a random model links some pairs.
+    """
     import paddle
     from conftest import _KIE_TEXTS
 
@@ -22,7 +28,9 @@ def export_tiny_layoutxlm(root: Path, *, with_re: bool = True) -> tuple[Path, Pa
 
     tok = train_tokenizer(list(_KIE_TEXTS) * 4, root / "tokenizer", vocab_size=400)
     cfg = LayoutXLMConfig(**TINY_VISUAL_CONFIG)
-    paddle.seed(2022)
-    ser_dir = export_inference(SerModel(cfg, num_labels=7), root / "ser", tokenizer_dir=tok)
-    re_dir = export_inference(ReModel(cfg), root / "re", tokenizer_dir=tok) if with_re else None
-    return ser_dir, re_dir
+    paddle.seed(seed)
+    ser, re = SerModel(cfg, num_labels=7), ReModel(cfg)
+    with paddle.no_grad():
+        re.extractor.rel_classifier.linear.bias.set_value(paddle.to_tensor([0.0, link_bias]))
+    return (export_inference(ser, root / "ser", tokenizer_dir=tok),
+            export_inference(re, root / "re", tokenizer_dir=tok))

@@ -146,7 +146,9 @@ class LoadedModel:
         self._predictor = predictor
 
     def predict(self, items: Sequence[Any]) -> list[Any]:
-        """Runs the predictor on a batch."""
+        """Runs the predictor on a batch; tuple items are per-item arguments (``(PageOcr, image)`` -> two lists)."""
+        if items and isinstance(items[0], tuple):
+            return list(self._predictor(*[list(column) for column in zip(*items)]))
         return list(self._predictor(list(items)))
 
     def version(self) -> str:
@@ -238,10 +240,47 @@ def _with_ocr(page: PageOutcome, ocr: Any, version: str, runtime: str) -> PageOu
                       ocr_runtime=runtime)
 
 
+def _with_ocr_and_thumbnail(page: PageOutcome, ocr: Any, version: str, runtime: str) -> PageOutcome:  # noqa: ANN401
+    """As ``_with_ocr``, keeping the 224x224 image a KIE model with a visual backbone reads."""
+    from models.page_image import kie_thumbnail
+
+    out = _with_ocr(page, ocr, version, runtime)
+    return out if out.error is not None else out.with_(kie_image=kie_thumbnail(page.image))
+
+
+def _ocr_and_image(page: PageOutcome) -> Any:  # noqa: ANN401 - (PageOcr, ndarray | None) or None
+    return None if page.ocr is None else (page.ocr, page.kie_image)
+
+
 def _with_kie(page: PageOutcome, kie: Any, version: str, runtime: str) -> PageOutcome:  # noqa: ANN401
     if isinstance(kie, ErrorInfo):
-        return page.with_(error=kie, kie_model=version, kie_runtime=runtime)
-    return page.with_(kie=kie, kie_model=version, kie_runtime=runtime)
+        return page.with_(error=kie, kie_model=version, kie_runtime=runtime, kie_image=None)
+    return page.with_(kie=kie, kie_model=version, kie_runtime=runtime, kie_image=None)
+
+
+def kie_needs_image(ser_model_dir: str | None, re_model_dir: str | None = None) -> bool:
+    """Whether a KIE folder pair reads the page image (``metadata.json`` ``needs_image``: the ``layoutxlm`` family).
+
+    Read once on the launcher through Beam's filesystems (local or ``gs://``), so OCR keeps a 224x224 image per
+    page for KIE only when a model needs it; a folder without the key (VI, or exported before it) needs none.
+    """
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    for folder in (ser_model_dir, re_model_dir):
+        if not folder or folder == "rule":
+            continue
+        path = FileSystems.join(folder.rstrip("/"), "metadata.json")
+        try:
+            with FileSystems.open(path) as f:
+                meta = json.loads(f.read().decode("utf-8"))
+        except Exception as e:  # noqa: BLE001 - a missing or broken folder is refused later, with its own message
+            _LOG.debug("cannot read %s: %s", path, e)
+            continue
+        if isinstance(meta, dict) and meta.get("needs_image"):
+            return True
+    return False
 
 
 def _page_weight(page: PageOutcome) -> int:
@@ -274,18 +313,24 @@ class OcrPageHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
     On a GPU, where a page takes far less, the transfer weighs more; the next step there would be a shared-memory
     handoff, not a codec.
 
+    With ``keep_kie_image`` (a KIE model with a visual backbone follows), each OCRed page keeps its image resized
+    to 224x224 (``PageOutcome.kie_image``, 147 KB instead of the page's pixels) for the KIE stage.
+
     Args:
         config: the ``models.ocr.OcrConfig`` (model paths may be remote URIs; they are localised on the worker).
         options: batching and sharing.
+        keep_kie_image: keep the KIE thumbnail (see :func:`kie_needs_image`).
     """
 
     stage = "ocr"  # the stage of its pages' errors
 
-    def __init__(self, config: Any, options: HandlerOptions = HandlerOptions()) -> None:  # noqa: ANN401
+    def __init__(self, config: Any, options: HandlerOptions = HandlerOptions(),  # noqa: ANN401
+                 keep_kie_image: bool = False) -> None:
         super().__init__(element_size_fn=_page_weight, env_vars={"FLAGS_allocator_strategy": "auto_growth"},
                          **options.batching_kwargs())
         self._config = config
         self._options = options
+        self._with_result = _with_ocr_and_thumbnail if keep_kie_image else _with_ocr
 
     def _device(self) -> str:
         for field in dataclasses.fields(self._config):
@@ -309,7 +354,7 @@ class OcrPageHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
     def run_inference(self, batch: Sequence[PageOutcome], model: LoadedModel,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PageOutcome]:
         """OCRs the pages that have pixels; each gets its ``PageOcr`` or its ``error``, and drops the pixels."""
-        return _predict_pages(model, batch, self.stage, _pixels, _with_ocr)
+        return _predict_pages(model, batch, self.stage, _pixels, self._with_result)
 
     def get_num_bytes(self, batch: Sequence[PageOutcome]) -> int:
         """Pixel bytes of the batch (cheap; the default pickles the whole batch)."""
@@ -323,7 +368,9 @@ class OcrPageHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
 class KiePageHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
     """PageOutcome with ``ocr`` -> the same page with ``kie`` and ``kie_model`` (or ``error``).
 
-    Outcomes that already failed pass through untouched, so they keep their single outcome.
+    Outcomes that already failed pass through untouched, so they keep their single outcome. A model folder of the
+    ``layoutxlm`` family also reads each page's ``kie_image`` (kept by :class:`OcrPageHandler` when
+    :func:`kie_needs_image`); a page that reaches it without one fails with the predictor's clear error.
 
     Args:
         ser_model_dir: SER model folder (local or remote URI).
@@ -356,7 +403,7 @@ class KiePageHandler(ModelHandler[PageOutcome, PageOutcome, LoadedModel]):
     def run_inference(self, batch: Sequence[PageOutcome], model: LoadedModel,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PageOutcome]:
         """Runs SER (+ RE) on the pages that have OCR results; failed pages pass through."""
-        return _predict_pages(model, batch, self.stage, _ocr, _with_kie)
+        return _predict_pages(model, batch, self.stage, _ocr_and_image, _with_kie)
 
     def get_num_bytes(self, batch: Sequence[PageOutcome]) -> int:
         """Approximate bytes: the characters of the batch's OCR text."""
@@ -413,4 +460,4 @@ def failed_batch_to_outcomes(failure: tuple[Any, Any], stage: str) -> Iterator[P
         exc_type, "__name__", str(exc_type))
     error = ErrorInfo(stage, kind, f"{stage} batch of {len(batch)} page(s) failed: {exc_repr}"[:2000])
     for page in batch:
-        yield page.with_(image=None, error=error)
+        yield page.with_(image=None, kie_image=None, error=error)
