@@ -9,6 +9,14 @@ seed 2022, and
 * UDML (``*_udml.yml``): two peer models; SER batch 4 and 10 warmup epochs; symmetric KL between SER logits
   (weight 1), 0.5 * MSE between the outputs of encoder layers 5 and 8 (0-based) on the non-padding tokens.
 
+LayoutXLM with its visual backbone (``configs/kie/layoutlm_series/ser_layoutxlm_xfund_zh.yml`` and
+``re_layoutxlm_xfund_zh.yml``, presets ``ser_layoutxlm`` / ``re_layoutxlm``; pass ``init_from`` a
+``layoutxlm-base-uncased`` folder or PaddleOCR's ``ser_LayoutXLM_xfun_zh`` / ``re_LayoutXLM_xfun_zh``): the same
+optimiser; SER Linear 5e-5, 200 epochs, batch 8, warmup 2; RE Const 5e-5 (the lr block has no name), 130 epochs,
+batch 2, warmup 10, clip_norm 10; both evaluate every 19 iterations (``eval_batch_step: [0, 19]``), seed 2022. These
+configs set no ``order_method`` (the VI ones sort tb-yx); this project's reader always sorts tb-yx. PaddleOCR
+defines no UDML config for this family (``layoutlm_series/`` has none; UDML is ``vi_layoutxlm/*_udml.yml`` only).
+
 Warmup semantics follow Paddle's ``LinearWarmup``: the LR rises linearly from 0 over the warmup steps, then the
 inner schedule starts from its own step 0 (so a linear decay over ``epochs`` steps-per-epoch ends at about
 ``lr * warmup / epochs``), see :func:`lr_at`.
@@ -206,6 +214,11 @@ PRESETS: dict[str, TrainConfig] = {
                                          udml=True, eval_every=38),
     "re_vi_layoutxlm_udml": TrainConfig(task="re", epochs=130, batch_size=2, warmup_epochs=10, schedule="constant",
                                         clip_norm=10.0, udml=True, eval_every=75),
+    # PaddleOCR's LayoutXLM recipes (layoutxlm-base with its visual backbone; no UDML config exists for it).
+    "ser_layoutxlm": TrainConfig(task="ser", epochs=200, batch_size=8, warmup_epochs=2, schedule="linear",
+                                 eval_every=19),
+    "re_layoutxlm": TrainConfig(task="re", epochs=130, batch_size=2, warmup_epochs=10, schedule="constant",
+                                clip_norm=10.0, eval_every=19),
     # Tiny from-scratch models that overfit a few documents on CPU in seconds (tests, CI).
     "tiny_ser": TrainConfig(task="ser", model=_TINY, vocab_size=600, max_len=256, epochs=40, batch_size=4,
                             learning_rate=5e-3, warmup_epochs=2, schedule="linear", dropout=0.0, eval_every=0,
