@@ -1,6 +1,12 @@
 """Benchmark (not a test): OCR + SER + RE with the models on a GPU, batch-size sweep, pages/s and GPU memory.
 
     .venv/bin/python bench/bench_gpu.py --pages 16 --batches 1,2,4,8 [--kie base] [--pipeline]
+    .venv/bin/python bench/bench_gpu.py --variants fp32,trt_fp16     # the default on a GPU: every variant
+
+Variants (``--variants``): on a GPU ``fp32`` (Paddle Inference on CUDA, ``--use_tensorrt false``) and ``trt_fp16``
+(Paddle-TensorRT fp16 for det, rec, SER and RE: the ``auto`` default; engines and shape ranges are built on the
+first run into ``--trt-cache``, which the table's first batch size pays for); on CPU ``today`` (Paddle fp32) and
+``auto`` (OpenVINO OCR, bf16 SER/RE where the CPU has it). Each row says what each model ran as.
 
 Needs a CUDA build of Paddle (``paddlepaddle-gpu``, the same version that exported the KIE models) and a GPU.
 Without one it says so and runs the same sweep on the CPU (``--device cpu`` forces that; expect minutes per
@@ -86,11 +92,20 @@ class GpuMemory:
             self._thread.join()
 
 
-def sweep(args: argparse.Namespace, device: str) -> list[tuple]:
-    """Rows ``(batch, s/page, pages/s, lines, peak GPU MiB over baseline, peak RSS GiB)`` of the sweep."""
+VARIANTS = {  # name -> InferenceOptions requests
+    "fp32": {"backend": "paddle", "precision": "fp32", "use_tensorrt": False},
+    "trt_fp16": {"backend": "auto", "precision": "auto", "use_tensorrt": True},
+    "today": {"backend": "paddle", "precision": "fp32"},
+    "auto": {"backend": "auto", "precision": "auto"},
+}
+
+
+def sweep(args: argparse.Namespace, device: str, variant: str) -> list[tuple]:
+    """Rows ``(variant, ran as, batch, s/page, pages/s, lines, peak GPU MiB over baseline, peak RSS GiB)``."""
     from models.kie import KiePredictor
     from models.ocr import OcrConfig, OcrPredictor
     from models.paddle_infer import InferenceOptions, tune_malloc
+    from models.predictors import runtime_label
     from transforms.decode import decode_page
 
     tune_malloc()
@@ -98,11 +113,17 @@ def sweep(args: argparse.Namespace, device: str) -> list[tuple]:
     pages = [decode_page(f.read_bytes(), 0) for f in page_files(args.pages)]
     rows = []
     with GpuMemory(args.gpu_id) as gmem, PeakRss() as rss:
-        options = InferenceOptions(device=device, gpu_id=args.gpu_id, cpu_threads=args.cpu_threads)
+        requests = dict(VARIANTS[variant])
+        options = InferenceOptions(device=device, gpu_id=args.gpu_id, cpu_threads=args.cpu_threads,
+                                   trt_cache_dir=args.trt_cache, **requests)
+        kie_options = InferenceOptions(device=device, gpu_id=args.gpu_id, cpu_threads=args.cpu_threads,
+                                       trt_cache_dir=args.trt_cache, **{**requests, "backend": "paddle"})
         start = time.perf_counter()
         ocr = OcrPredictor(OcrConfig(inference=options, rec_batch_num=args.rec_batch))
-        kie = KiePredictor.from_dirs(ser, re_dir, inference=options, batch_size=args.kie_batch)
-        print(f"[bench_gpu] models loaded on {device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        kie = KiePredictor.from_dirs(ser, re_dir, inference=kie_options, batch_size=args.kie_batch)
+        ran_as = f"{ocr.runtime};{runtime_label(kie)}"
+        print(f"[bench_gpu] {variant}: models loaded on {device} in {time.perf_counter() - start:.1f} s as {ran_as}",
+              file=sys.stderr)
         ocr(pages[:1])  # warm-up (CUDA context, cuDNN algorithm choice)
         for bs in args.batches:
             lines = 0
@@ -112,9 +133,9 @@ def sweep(args: argparse.Namespace, device: str) -> list[tuple]:
                 kie(results)
                 lines += sum(len(r.lines) for r in results)
             spent = time.perf_counter() - start
-            rows.append((bs, fmt_s(spent / len(pages)), f"{len(pages) / spent:.2f}", lines,
+            rows.append((variant, ran_as, bs, fmt_s(spent / len(pages)), f"{len(pages) / spent:.2f}", lines,
                          (gmem.peak - gmem.baseline) if gmem.enabled else "-", f"{rss.peak / _GIB:.2f}"))
-            print(f"[bench_gpu] batch {bs}: {spent / len(pages):.3f} s/page", file=sys.stderr)
+            print(f"[bench_gpu] {variant} batch {bs}: {spent / len(pages):.3f} s/page", file=sys.stderr)
     return rows
 
 
@@ -129,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kie-batch", type=int, default=8, help="512-token windows per SER/RE forward")
     parser.add_argument("--kie", default="base", help="base | tiny | default (see bench_pipeline.py)")
     parser.add_argument("--pipeline", action="store_true", help="also run the Beam pipeline at the best batch")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated of {','.join(VARIANTS)} (default: fp32,trt_fp16 on GPU, today,auto "
+                             f"on CPU)")
+    parser.add_argument("--trt-cache", default="/tmp/kiebeam-bench/trt", help="TensorRT engine cache folder")
     parser.add_argument("--work", default="/tmp/kiebeam-bench")
     args = parser.parse_args(argv)
 
@@ -146,16 +171,20 @@ def main(argv: list[str] | None = None) -> None:
     args.batches = [int(x) for x in (args.batches or ("1,2,4,8" if on_gpu else "1,2")).split(",") if x]
     Path(args.work).mkdir(parents=True, exist_ok=True)
 
+    variants = (args.variants or ("fp32,trt_fp16" if on_gpu else "today,auto")).split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --variants {unknown}, expected some of {list(VARIANTS)}")
     info = machine_info()
-    rows = sweep(args, device)
+    rows = [row for variant in variants for row in sweep(args, device, variant)]
     print(machine_header(info, command_line(), [
         f"device: {device} ({why}); {args.pages} XFUND zh pages; KIE {args.kie} (random weights); "
         f"rec batch {args.rec_batch}, KIE batch {args.kie_batch}; one warm-up page before the sweep"]))
     print()
-    print(markdown_table(["pages per call", "s/page", "pages/s", "lines", "peak GPU MiB (over baseline)",
-                          "peak RSS GiB"], rows))
+    print(markdown_table(["variant", "ran as", "pages per call", "s/page", "pages/s", "lines",
+                          "peak GPU MiB (over baseline)", "peak RSS GiB"], rows))
     if args.pipeline:
-        best = min(rows, key=lambda r: float(r[1]))[0]
+        best = min(rows, key=lambda r: float(r[3]))[2]
         ser, re_dir = prepare_kie(Path(args.work), args.kie)
         out = Path(args.work) / "out" / f"gpu_pipeline_{device}"
         shutil.rmtree(out, ignore_errors=True)

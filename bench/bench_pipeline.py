@@ -49,7 +49,18 @@ from bench.common import (  # noqa: E402
     write_manifest,
 )
 
-SECTIONS = ("floor", "loop_best", "loop_default", "pipe_mem", "pipe_mem_tuned", "pipe_multi", "scale")
+# Backend/precision requests (models.backends) of the loop rows; "today" is the pipeline before issue 14.
+VARIANTS = {
+    "today": {"ocr_backend": "paddle", "ocr_precision": "fp32", "kie_precision": "fp32"},
+    "auto": {"ocr_backend": "auto", "ocr_precision": "auto", "kie_precision": "auto"},
+    "ocr_openvino": {"ocr_backend": "openvino", "ocr_precision": "fp32", "kie_precision": "fp32"},
+    "ocr_openvino_bf16": {"ocr_backend": "openvino", "ocr_precision": "bf16", "kie_precision": "fp32"},
+    "ocr_paddle_bf16": {"ocr_backend": "paddle", "ocr_precision": "bf16", "kie_precision": "fp32"},
+    "kie_bf16": {"ocr_backend": "paddle", "ocr_precision": "fp32", "kie_precision": "bf16"},
+}
+_LOOP_VARIANTS = tuple(f"loop_{v}" for v in VARIANTS if v != "today")  # "today" is loop_best
+SECTIONS = ("floor", "loop_best", "loop_default", *_LOOP_VARIANTS, "pipe_mem", "pipe_mem_auto", "pipe_mem_tuned",
+            "pipe_multi", "scale")
 # models.paddle_infer.tune_malloc() as environment: the pipeline's workers never call tune_malloc() themselves.
 _MALLOC_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296"}
 _STAGES = ("read", "decode", "det", "rec", "features", "ser", "re", "write")
@@ -58,10 +69,32 @@ _GIB = 2**30
 
 # --- sections (each runs in its own child process) -------------------------------------------------------------
 
-def _inference(best: bool, threads: int = 2):  # noqa: ANN202
+def _inference(best: bool, threads: int = 2, variant: str = "today", part: str = "ocr"):  # noqa: ANN202
+    """Inference options of one loop row: oneDNN on (best) or off, and the variant's backend/precision requests."""
     from models.paddle_infer import InferenceOptions
 
-    return InferenceOptions(enable_mkldnn=best, cpu_threads=threads)
+    v = VARIANTS[variant]
+    backend, precision = (v["ocr_backend"], v["ocr_precision"]) if part == "ocr" else ("paddle", v["kie_precision"])
+    return InferenceOptions(enable_mkldnn=best, cpu_threads=threads, backend=backend, precision=precision)
+
+
+def _variant_flags(variant: str) -> list[str]:
+    """The pipeline flags of a variant's requests."""
+    return [x for k, v in VARIANTS[variant].items() for x in (f"--{k}", v)]
+
+
+def resolved_runtimes(variant: str, work: Path, kie: str) -> tuple[str, str, tuple[str, ...]]:
+    """``(OCR runtime, KIE runtime, notes)`` that a variant's requests resolve to on this machine."""
+    from models import zoo
+    from models.backends import resolve_runtime
+
+    ser_dir, re_dir = prepare_kie(work, kie)
+    ocr, kie_opts = _inference(True, variant=variant), _inference(True, variant=variant, part="kie")
+    picks = [(role, resolve_runtime(ocr, role, folder)) for role, folder in
+             (("det", zoo.default_det_dir()), ("rec", zoo.default_rec_dir()))]
+    kie_picks = [(role, resolve_runtime(kie_opts, role, folder)) for role, folder in (("ser", ser_dir), ("re", re_dir))]
+    label = lambda ps: ";".join(f"{r}={rt.label()}" for r, rt in ps)  # noqa: E731
+    return label(picks), label(kie_picks), tuple(n for _, rt in picks + kie_picks for n in rt.notes)
 
 
 def _time_runs(run, batches: list) -> tuple[float, float]:  # noqa: ANN001
@@ -188,14 +221,19 @@ def section_floor(args: argparse.Namespace) -> dict:
     return out
 
 
-def section_loop(args: argparse.Namespace, best: bool) -> dict:
-    """PaddleOCR's KIE predictor loop: load once, then per page read, decode, OCR (+ sort), SER, RE; write."""
+def section_loop(args: argparse.Namespace, best: bool, variant: str = "today") -> dict:
+    """PaddleOCR's KIE predictor loop: load once, then per page read, decode, OCR (+ sort), SER, RE; write.
+
+    ``variant`` names the backend/precision requests (:data:`VARIANTS`); the result carries the runtimes they
+    resolved to and every page's lines, labels and pairs (the accuracy guard's input).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from models.kie import KiePredictor
     from models.ocr import OcrConfig, OcrPredictor
     from models.paddle_infer import tune_malloc
+    from models.predictors import runtime_label
     from transforms.decode import decode_page
 
     if best:
@@ -204,10 +242,12 @@ def section_loop(args: argparse.Namespace, best: bool) -> dict:
     ser_dir, re_dir = prepare_kie(Path(args.work), args.kie)
     t: dict[str, float] = {}
     start = time.perf_counter()
-    ocr = OcrPredictor(OcrConfig(inference=_inference(best), rec_batch_num=args.rec_batch if best else 6))
-    kie = KiePredictor.from_dirs(ser_dir, re_dir, inference=_inference(best), batch_size=8 if best else 1)
+    ocr = OcrPredictor(OcrConfig(inference=_inference(best, variant=variant),
+                                 rec_batch_num=args.rec_batch if best else 6))
+    kie = KiePredictor.from_dirs(ser_dir, re_dir, inference=_inference(best, variant=variant, part="kie"),
+                                 batch_size=8 if best else 1)
     load_s = time.perf_counter() - start
-    rows = []
+    rows, quality_pages = [], []
     loop_start = time.perf_counter()
     for f in files:
         with timed(t, "read"):
@@ -225,19 +265,25 @@ def section_loop(args: argparse.Namespace, best: bool) -> dict:
         rows.extend({"doc_id": f.stem, "line_id": i, "text": ln.text, "label": lab, "x0": ln.box[0],
                      "y0": ln.box[1], "x1": ln.box[2], "y1": ln.box[3]}
                     for i, (ln, lab) in enumerate(zip(page.lines, result.line_labels)))
+        line_of = {e.entity_id: e.line_ids[0] for e in result.entities}
+        quality_pages.append({"name": f.stem, "lines": [[ln.text, list(ln.box), lab] for ln, lab in
+                                                         zip(page.lines, result.line_labels)],
+                              "pairs": [[line_of[p.question_id], line_of[p.answer_id]] for p in result.pairs]})
     with timed(t, "write"):
-        pq.write_table(pa.Table.from_pylist(rows), Path(args.out_dir) / f"loop_{'best' if best else 'default'}.parquet")
+        name = f"loop_{variant if best else 'default'}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), Path(args.out_dir) / name)
     t["features"] = t.pop("kie") - t["ser"] - t["re"]
     t["det"] += t.pop("ocr") - t["det"] - t["rec"]  # + RGB->BGR copy and the tb-yx sort (a few ms)
     return {"load_s": load_s, "loop_s": time.perf_counter() - loop_start, "pages": len(files), "stages": t,
-            "lines": len(rows)}
+            "lines": len(rows), "ocr_runtime": ocr.runtime, "kie_runtime": runtime_label(kie),
+            "quality_pages": quality_pages}
 
 
 def _pipeline_argv(manifest: Path, out: Path, ser: Path, re_dir: Path, mode: str, workers: int,
-                   threads: int) -> list[str]:
+                   threads: int, variant: str = "today") -> list[str]:
     argv = ["--manifest", str(manifest), "--output", str(out), "--run_id", "bench", "--runner", "FnApiRunner",
             "--ser_model_dir", str(ser), "--re_model_dir", str(re_dir), "--cpu_threads", str(threads),
-            "--direct_running_mode", mode]
+            "--direct_running_mode", mode, *([] if variant == "auto" else _variant_flags(variant))]
     if mode == "multi_processing":
         argv += ["--direct_num_workers", str(workers)]
     return argv
@@ -263,18 +309,19 @@ def _run_pipeline(argv: list[str]) -> tuple[float, dict]:
     stages = {s: sum((d.get(f"{s}_ms") or 0.0) for d in docs) / 1000 for s in ("read", "decode", "det", "rec",
                                                                                  "ser", "re")}
     ok = sum(d["status"] == "ok" for d in docs)
+    runtimes = {k: next((d[k] for d in docs if d.get(k)), None) for k in ("ocr_runtime", "kie_runtime")}
     return wall, {"stages": stages, "documents": len(docs), "ok": ok, "state": str(result.state),
-                  "load_s": load_ms / 1000, "lines": sum(d.get("lines") or 0 for d in docs)}
+                  "load_s": load_ms / 1000, "lines": sum(d.get("lines") or 0 for d in docs), **runtimes}
 
 
-def section_pipeline(args: argparse.Namespace, mode: str) -> dict:
-    """The Beam pipeline (FnApiRunner) over the same pages."""
+def section_pipeline(args: argparse.Namespace, mode: str, variant: str = "today") -> dict:
+    """The Beam pipeline (FnApiRunner) over the same pages, with a variant's backend/precision flags."""
     work = Path(args.work)
     ser, re_dir = prepare_kie(work, args.kie)
     manifest = write_manifest(Path(args.out_dir) / f"manifest_{mode}.csv", page_files(args.pages), args.pages)
     threads = 2 if mode == "in_memory" else args.multi_threads
     out = Path(args.out_dir) / f"pipe_{mode}"
-    wall, info = _run_pipeline(_pipeline_argv(manifest, out, ser, re_dir, mode, args.workers, threads))
+    wall, info = _run_pipeline(_pipeline_argv(manifest, out, ser, re_dir, mode, args.workers, threads, variant))
     return {"wall_s": wall, "pages": args.pages, "threads": threads, **info}
 
 
@@ -336,6 +383,53 @@ def _load(d: dict) -> str:
     return f"{load[0]:.1f}, {load[1]:.1f}" if load else "-"
 
 
+def _variants_report(results: dict, args: argparse.Namespace) -> list[str]:
+    """The backends-and-precisions table: each variant beside today's settings, with the accuracy guard."""
+    from bench.common import accuracy_guard, page_quality, xfund_labels
+
+    keys = [k for k in ("loop_best", *_LOOP_VARIANTS, "pipe_mem", "pipe_mem_auto") if results.get(k)]
+    if not keys:
+        return []
+    base = results.get("loop_best", {})
+    names = [p["name"] for p in base.get("quality_pages", [])]
+    labels = xfund_labels(names) if names else {}
+    base_q = page_quality(base["quality_pages"], labels) if names else None
+    rows = []
+    for key in keys:
+        d = results[key]
+        variant = "today" if key in ("loop_best", "pipe_mem") else key.split("_", 1)[1].removeprefix("mem_")
+        req = VARIANTS[variant]
+        request = f"OCR {req['ocr_backend']}/{req['ocr_precision']}, KIE {req['kie_precision']}"
+        if d.get("skipped"):
+            rows.append((key, request, d["skipped"], "", "", "", "", "", "", "", ""))
+            continue
+        pp = _per_page(d)
+        ref = _per_page(results.get("pipe_mem" if key.startswith("pipe") else "loop_best", {}))
+        if pp is None:
+            rows.append((key, request, "failed", "", "", "", "", "", "", "", ""))
+            continue
+        q = page_quality(d["quality_pages"], labels) if d.get("quality_pages") and labels else None
+        faster = ref is not None and pp < ref and key not in ("loop_best", "pipe_mem")
+        if q is not None and base_q is not None and key != "loop_best":
+            holds, text = accuracy_guard(base_q, q)
+            guard = (f"**{'holds' if holds else 'FAILS'}** ({text})" if faster else f"(not faster; {text})")
+        else:
+            guard = "-" if key == "loop_best" else "(pipeline: as its loop row)" if key.startswith("pipe") else "-"
+        scores = [f"{q[k] * 100:.2f}" if q else "-" for k in ("char_acc", "ser_hmean", "re_hmean")]
+        rows.append((key, request, f"{d.get('ocr_runtime') or '-'}; {d.get('kie_runtime') or '-'}", fmt_s(pp),
+                     fmt_ratio(ref / pp if ref else None), f"{d['peak_rss'] / _GIB:.2f}", *scores, guard, _load(d)))
+    out = [f"\n### Backends and precisions ({args.pages} pages; loops: best settings, page by page; pipelines: "
+           f"in_memory; speed-up against today's settings of the same kind)\n",
+           markdown_table(["run", "requested", "ran as (OCR; KIE)", "s/page", "vs today", "peak RSS GiB",
+                           "OCR char acc %", "SER line Hmean %", "RE pair Hmean %",
+                           "accuracy guard vs today (points)", "load avg 1 min (start, end)"], rows)]
+    if base_q is not None:
+        out.append(f"\n(quality against the XFUND labels of the same pages, {base_q['gold_lines']} labelled lines; "
+                   f"guard: OCR char accuracy at most 0.2 and SER/RE Hmean at most 0.5 points below today's; "
+                   f"SER/RE Hmean only means something with a trained model, `--kie default`)")
+    return out
+
+
 def report(results: dict, args: argparse.Namespace, info: dict) -> str:
     """All tables, as markdown."""
     parts = [machine_header(info, command_line(), [
@@ -364,7 +458,8 @@ def report(results: dict, args: argparse.Namespace, info: dict) -> str:
 
     names = {"loop_default": "baseline (b): PaddleOCR defaults loop (oneDNN off, rec batch 6, page by page)",
              "loop_best": f"baseline (a): our predictors, best settings, page by page (rec batch {args.rec_batch})",
-             "pipe_mem": "pipeline, FnApiRunner in_memory (2 threads)",
+             "pipe_mem": "pipeline, FnApiRunner in_memory (2 threads), today's settings (Paddle fp32)",
+             "pipe_mem_auto": "pipeline, FnApiRunner in_memory (2 threads), defaults (auto backend/precision)",
              "pipe_mem_tuned": "pipeline, FnApiRunner in_memory (2 threads), malloc tuned (GLIBC_TUNABLES)",
              "pipe_multi": f"pipeline, FnApiRunner multi_processing, {args.workers} workers "
                            f"({args.multi_threads} thread each)"}
@@ -399,6 +494,7 @@ def report(results: dict, args: argparse.Namespace, info: dict) -> str:
                      "multi_processing the stage times are summed over workers that run at the same time, so they "
                      "add up to more than the wall time.)")
 
+    parts += _variants_report(results, args)
     scale = [results[k] for k in sorted(results, key=lambda k: results[k].get("n", 0)) if k.startswith("scale_")]
     if scale:
         ref = next((s for s in scale if s.get("n") == 1000 and not s.get("failed")), None)
@@ -451,6 +547,8 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(args.out_dir, ignore_errors=True)
         Path(args.out_dir).mkdir(parents=True)
         fn = {"floor": section_floor, "loop_best": lambda a: section_loop(a, True),
+              **{f"loop_{v}": lambda a, v=v: section_loop(a, True, v) for v in VARIANTS if v != "today"},
+              "pipe_mem_auto": lambda a: section_pipeline(a, "in_memory", "auto"),
               "loop_default": lambda a: section_loop(a, False), "pipe_mem": lambda a: section_pipeline(a, "in_memory"),
               "pipe_mem_tuned": lambda a: section_pipeline(a, "in_memory"),
               "pipe_multi": lambda a: section_pipeline(a, "multi_processing"), "scale": section_scale}[args.section]
@@ -470,9 +568,19 @@ def main(argv: list[str] | None = None) -> None:
     for old in (args.reuse or "").split(","):
         if old:
             results.update(json.loads(Path(old).read_text())["results"])
+    seen: dict[tuple[str, str], str] = {}  # resolved (OCR, KIE) runtimes -> the loop section that ran them
     for section in SECTIONS[:-1]:
-        if section in only:
-            results[section] = _child(args, section, [], _MALLOC_ENV if section == "pipe_mem_tuned" else None)
+        if section not in only:
+            continue
+        if section == "loop_best" or section in _LOOP_VARIANTS:
+            ocr_rt, kie_rt, notes = resolved_runtimes(section.split("_", 1)[1].replace("best", "today"),
+                                                      Path(args.work), args.kie)
+            if (ocr_rt, kie_rt) in seen:  # e.g. bf16 requests on a CPU without bf16: nothing new to measure
+                results[section] = {"skipped": f"not run: runs as {seen[(ocr_rt, kie_rt)]} on this machine "
+                                               f"({'; '.join(notes) or 'same runtimes'})"}
+                continue
+            seen[(ocr_rt, kie_rt)] = section
+        results[section] = _child(args, section, [], _MALLOC_ENV if section == "pipe_mem_tuned" else None)
     if "scale" in only:
         for n in [int(x) for x in args.scale.split(",") if x]:
             results[f"scale_{n}"] = _child(args, "scale", ["--n", str(n)])

@@ -21,7 +21,8 @@ from pathlib import Path
 
 __all__ = ["ROOT", "XFUND_IMAGES", "prepare_kie", "page_files", "small_pages", "write_manifest", "cpu_model",
            "gpu_info", "machine_info", "machine_header", "markdown_table", "timed", "PeakRss", "tree_rss", "fmt_s",
-           "fmt_ratio", "command_line"]
+           "fmt_ratio", "command_line", "xfund_labels", "page_quality", "accuracy_guard", "GUARD_OCR_CHAR_PCT",
+           "GUARD_HMEAN_POINTS"]
 
 ROOT = Path(__file__).resolve().parent.parent
 XFUND_IMAGES = ROOT.parent / "shared" / "data" / "xfund_zh_train" / "image"
@@ -53,7 +54,8 @@ def gpu_info() -> str:
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for module, name in (("paddle", "paddlepaddle"), ("apache_beam", "apache-beam"), ("numpy", "numpy"),
-                         ("pyarrow", "pyarrow"), ("cv2", "opencv"), ("paddlenlp", "paddlenlp")):
+                         ("pyarrow", "pyarrow"), ("cv2", "opencv"), ("paddlenlp", "paddlenlp"),
+                         ("openvino", "openvino")):
         try:
             out[name] = __import__(module).__version__
         except Exception:  # noqa: BLE001 - a version line must never stop a benchmark
@@ -62,19 +64,23 @@ def _versions() -> dict[str, str]:
 
 
 def machine_info() -> dict[str, object]:
-    """CPU, cores, memory, GPU, library versions and the current load average.
+    """CPU, cores, memory, GPU, the CPU's speed-relevant ISA flags, library versions and the current load average.
 
     Returns:
         A JSON-ready dict.
     """
     import psutil
 
+    from models.capabilities import detect_capabilities
+
+    caps = detect_capabilities()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 0
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "gpu": gpu_info(),
+            "isa": caps.isa(), "bf16": caps.bf16, "tensorrt": caps.tensorrt or caps.why_no_tensorrt,
             "os": f"{platform.system()} {platform.release()}", "versions": _versions(),
             "loadavg": tuple(round(x, 2) for x in os.getloadavg())}
 
@@ -105,6 +111,8 @@ def machine_header(info: dict[str, object], command: str, extra: Sequence[str] =
     lines = [f"command: `{command}`  ",
              f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
              f"{info['memory_gib']} GiB RAM, GPU: {info['gpu']}, {info['os']}  ",
+             f"CPU ISA flags: {info.get('isa', '?')} (native bf16: {'yes' if info.get('bf16') else 'no'}); "
+             f"TensorRT: {info.get('tensorrt', '?')}  ",
              f"versions: {versions}  ",
              f"load average at start (1/5/15 min): {' / '.join(str(x) for x in info['loadavg'])}  "]  # type: ignore
     lines += [f"{x}  " for x in extra]
@@ -279,3 +287,114 @@ def write_manifest(path: Path, files: list[Path], n: int) -> Path:
         for i in range(n):
             w.writerow([str(files[i % len(files)]), f"doc{i:06d}"])
     return path
+
+
+# --- the accuracy guard: a faster setting must read the pages as today's does --------------------------------
+
+GUARD_OCR_CHAR_PCT = 0.2  # OCR character accuracy may be at most 0.2 percentage points lower (issue 14)
+GUARD_HMEAN_POINTS = 0.5  # SER line / RE pair Hmean at most 0.5 points lower
+
+
+def xfund_labels(names: Sequence[str]) -> dict[str, list[dict]]:
+    """The XFUND zh train labels (``transcription``, ``label``, ``points``, ``id``, ``linking``) of some pages."""
+    want, out = set(names), {}
+    for line in (XFUND_IMAGES.parent / "train.json").read_text(encoding="utf-8").splitlines():
+        name, _, payload = line.partition("\t")
+        stem = name.rsplit(".", 1)[0]
+        if stem in want:
+            out[stem] = json.loads(payload)
+    return out
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix, iy = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
+
+
+def _edits(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def page_quality(pages: Sequence[dict], labels: dict[str, list[dict]]) -> dict[str, float]:
+    """OCR character accuracy, SER line Hmean and RE pair Hmean of predicted pages against XFUND labels.
+
+    Each gold entity is matched to at most one OCR line (greedy by IoU >= 0.5, as ``tests/models/test_ocr_xfund.py``).
+    OCR: 1 - edits / characters over matched lines, NFKC on both sides. SER: micro Hmean of the QUESTION, ANSWER
+    and HEADER labels of matched lines. RE: Hmean of predicted (question line, answer line) pairs against the gold
+    links between matched lines.
+
+    Args:
+        pages: ``{"name", "lines": [[text, [x0, y0, x1, y1], label], ...], "pairs": [[q_line, a_line], ...]}``.
+        labels: :func:`xfund_labels`.
+
+    Returns:
+        ``{"char_acc", "ser_hmean", "re_hmean", "gold_lines"}`` (fractions, 0-1).
+    """
+    import unicodedata
+
+    chars = edits = gold_n = 0
+    ser_tp = ser_pred = ser_gold = re_tp = re_pred = re_gold = 0
+    for page in pages:
+        gold = [g for g in labels.get(page["name"], []) if g["transcription"].strip()]
+        boxes = [(min(p[0] for p in g["points"]), min(p[1] for p in g["points"]), max(p[0] for p in g["points"]),
+                  max(p[1] for p in g["points"])) for g in gold]
+        lines = page["lines"]
+        ranked = sorted(((_iou(b, ln[1]), gi, li) for gi, b in enumerate(boxes) for li, ln in enumerate(lines)),
+                        reverse=True)
+        line_of: dict[int, int] = {}  # gold index -> line index
+        used: set[int] = set()
+        for iou, gi, li in ranked:
+            if iou < 0.5:
+                break
+            if gi not in line_of and li not in used:
+                line_of[gi] = li
+                used.add(li)
+        gold_n += len(gold)
+        for gi, li in line_of.items():
+            want = unicodedata.normalize("NFKC", gold[gi]["transcription"])
+            chars += len(want)
+            edits += min(len(want), _edits(unicodedata.normalize("NFKC", lines[li][0]), want))
+        gold_label = {li: gold[gi]["label"].upper() for gi, li in line_of.items()}
+        for li, ln in enumerate(lines):
+            pred, want = (ln[2] or "O").upper(), gold_label.get(li, "OTHER")
+            ser_pred += pred not in ("O", "OTHER")
+            ser_tp += pred not in ("O", "OTHER") and pred == want
+        ser_gold += sum(g["label"].upper() not in ("O", "OTHER") for g in gold)
+        label_of = {g["id"]: g["label"] for g in gold}
+        links = {(q, a) for g in gold for q, a in g.get("linking", [])
+                 if label_of.get(q) == "question" and label_of.get(a) == "answer"}
+        id_line = {gold[gi]["id"]: li for gi, li in line_of.items()}
+        found = {(id_line[q], id_line[a]) for q, a in links if q in id_line and a in id_line}
+        pred_pairs = {tuple(p) for p in page["pairs"]}
+        re_gold += len(links)  # links whose lines OCR missed count as missed pairs
+        re_pred += len(pred_pairs)
+        re_tp += len(pred_pairs & found)
+
+    def hmean(tp: int, pred: int, gold: int) -> float:
+        return 2 * tp / (pred + gold) if pred + gold else 0.0
+
+    return {"char_acc": 1 - edits / chars if chars else 0.0, "ser_hmean": hmean(ser_tp, ser_pred, ser_gold),
+            "re_hmean": hmean(re_tp, re_pred, re_gold), "gold_lines": gold_n}
+
+
+def accuracy_guard(base: dict[str, float], other: dict[str, float]) -> tuple[bool, str]:
+    """Whether a setting keeps today's accuracy: OCR char accuracy within 0.2 points, SER/RE Hmean within 0.5.
+
+    Args:
+        base / other: :func:`page_quality` of today's settings and of the setting.
+
+    Returns:
+        ``(holds, text)``, the text giving each difference in percentage points.
+    """
+    d_char = (other["char_acc"] - base["char_acc"]) * 100
+    d_ser = (other["ser_hmean"] - base["ser_hmean"]) * 100
+    d_re = (other["re_hmean"] - base["re_hmean"]) * 100
+    holds = d_char >= -GUARD_OCR_CHAR_PCT and d_ser >= -GUARD_HMEAN_POINTS and d_re >= -GUARD_HMEAN_POINTS
+    return holds, f"char {d_char:+.2f}, SER {d_ser:+.2f}, RE {d_re:+.2f}"
