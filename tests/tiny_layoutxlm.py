@@ -34,3 +34,24 @@ def export_tiny_layoutxlm(root: Path, *, seed: int = 2022, link_bias: float = 0.
         re.extractor.rel_classifier.linear.bias.set_value(paddle.to_tensor([0.0, link_bias]))
     return (export_inference(ser, root / "ser", tokenizer_dir=tok),
             export_inference(re, root / "re", tokenizer_dir=tok))
+
+
+def xfund_manifests(folder: Path, xfund_dir: Path, splits: tuple[str, ...]) -> tuple[list, Path, Path]:
+    """Two XFUND zh documents as one shard, and two manifests over it for ``splits``: one whose shards have the
+    page images (``image_dir``), one with only the page sizes (no image_dir).
+
+    Returns:
+        ``(documents, manifest with images, manifest without)``.
+    """
+    from training.shards import build_manifest, read_shard, shard_entry, write_shard
+
+    labels = ["OTHER", "QUESTION", "ANSWER", "HEADER"]
+    docs, _ = read_shard(str(xfund_dir / "train.json"), labels, image_dir=str(xfund_dir / "image"))
+    docs = [d for d in docs if d.name in ("zh_train_16.jpg", "zh_train_34.jpg")]
+    shard, sizes = str(folder / "s.txt"), str(folder / "sizes.json")
+    write_shard(docs, shard, sizes_uri=sizes)  # the sizes let a shard without images load
+    with_images = build_manifest([shard_entry(shard, s, image_dir=str(xfund_dir / "image")) for s in splits], labels)
+    without = build_manifest([shard_entry(shard, s, sizes_uri=sizes) for s in splits], labels)
+    (folder / "m.json").write_text(with_images.to_json())
+    (folder / "no_images.json").write_text(without.to_json())
+    return docs, folder / "m.json", folder / "no_images.json"

@@ -5,6 +5,10 @@ windows (``models.features.build_windows``: PaddleOCR trains on the first window
 long documents are trained and evaluated whole). For RE, every window gets its gold entities and candidate
 (question, answer) pairs with gold pair labels (``models.features.build_re_inputs``); a window without candidate
 pairs adds nothing to the RE loss and is left out of RE training.
+
+A model of the ``layoutxlm`` family (LayoutXLM with its visual backbone) also reads each document's page image:
+:func:`split_images` loads it from the split's shard ``image_dir``, :func:`encode_documents` prepares it once per
+document as PaddleOCR does (``models.page_image``) and the batches carry it as ``image (B, 3, 224, 224)``.
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ import numpy as np
 from models.features import ReInputs, Window, batch_windows, bio_labels, build_re_inputs, build_windows
 from schemas.annotations import KieDocument
 
-__all__ = ["Example", "encode_documents", "ser_batch", "re_batch", "document_texts", "LengthBucketSampler"]
+__all__ = ["Example", "encode_documents", "ser_batch", "re_batch", "document_texts", "LengthBucketSampler",
+           "split_images"]
 
 
 @dataclass(frozen=True, eq=False)
 class Example:
-    """One model input: a window of a document (and its RE inputs for the RE task)."""
+    """One model input: a window of a document (its RE inputs for the RE task; its page image, shared by the
+    document's windows, for a model with a visual backbone)."""
 
     doc: int
     window: Window
     re: ReInputs | None = None
+    image: np.ndarray | None = None
 
 
 def document_texts(documents: Sequence[KieDocument]) -> list[str]:
@@ -35,7 +42,8 @@ def document_texts(documents: Sequence[KieDocument]) -> list[str]:
 
 
 def encode_documents(documents: Sequence[KieDocument], tokenizer, labels: Sequence[str],  # noqa: ANN001
-                     *, task: str = "ser", max_len: int = 512) -> list[Example]:
+                     *, task: str = "ser", max_len: int = 512,
+                     images: Sequence[np.ndarray] | None = None) -> list[Example]:
     """Builds the examples of a list of documents.
 
     Args:
@@ -44,20 +52,24 @@ def encode_documents(documents: Sequence[KieDocument], tokenizer, labels: Sequen
         labels: the class list (``Manifest.labels``).
         task: ``ser`` or ``re``.
         max_len: tokens per window.
+        images: per document, its RGB page image (:func:`split_images`), for a model with a visual backbone.
 
     Returns:
         The examples, in document order.
     """
+    from models.page_image import kie_thumbnail, normalize_kie_image
+
     label2id = {n: i for i, n in enumerate(bio_labels(labels))}
     out = []
     for d, doc in enumerate(documents):
+        image = None if images is None else normalize_kie_image(kie_thumbnail(images[d]))
         texts = [ln.text for ln in doc.lines]
         line_labels = [ln.label for ln in doc.lines]
         windows = build_windows(texts, [ln.box for ln in doc.lines], doc.width, doc.height, tokenizer,
                                 line_labels=line_labels, label2id=label2id, max_len=max_len, clip=True)
         links = doc.links() if task == "re" else None
         for w in windows:
-            out.append(Example(d, w, build_re_inputs(w, line_labels, links) if task == "re" else None))
+            out.append(Example(d, w, build_re_inputs(w, line_labels, links) if task == "re" else None, image))
     return out
 
 
@@ -71,7 +83,7 @@ def ser_batch(examples: Sequence[Example], *, multiple: int = 64) -> dict[str, n
     Returns:
         ``input_ids (B,L)``, ``bbox (B,L,4)``, ``attention_mask (B,L)``, ``token_type_ids (B,L)``, ``labels (B,L)``.
     """
-    return batch_windows([e.window for e in examples], labels=True, multiple=multiple)
+    return _with_images(batch_windows([e.window for e in examples], labels=True, multiple=multiple), examples)
 
 
 def re_batch(examples: Sequence[Example], *, geometry: bool = False, multiple: int = 64) -> dict[str, np.ndarray]:
@@ -86,8 +98,50 @@ def re_batch(examples: Sequence[Example], *, geometry: bool = False, multiple: i
         The model inputs plus ``entities (B,E,3)`` (padding -1), ``pairs (B,P,2)`` (padding -1) and, with gold
         labels, ``pair_labels (B,P)`` (padding -100).
     """
-    return batch_windows([e.window for e in examples], re=[e.re for e in examples], geometry=geometry,
-                         multiple=multiple)
+    return _with_images(batch_windows([e.window for e in examples], re=[e.re for e in examples], geometry=geometry,
+                                      multiple=multiple), examples)
+
+
+def _with_images(batch: dict[str, np.ndarray], examples: Sequence[Example]) -> dict[str, np.ndarray]:
+    """Adds ``image (B, 3, 224, 224)`` when the examples carry page images."""
+    if examples and examples[0].image is not None:
+        batch["image"] = np.stack([e.image for e in examples]).astype(np.float32)
+    return batch
+
+
+def split_images(manifest, split: str, docs: Sequence[KieDocument], *,  # noqa: ANN001
+                 required: bool = False) -> list[np.ndarray | None]:
+    """Each document's page image (RGB ndarray) from its split's shard ``image_dir``s, None where not found.
+
+    Args:
+        manifest: the ``training.shards`` manifest.
+        split: the split the documents come from.
+        docs: the documents (their ``name`` is the image file name).
+        required: raise unless every document has its image (a model that reads the page image).
+
+    Raises:
+        ValueError: ``required`` and some document has no image.
+    """
+    import fsspec
+    from PIL import Image
+
+    dirs = [s.image_dir for s in manifest.split(split) if s.image_dir]
+    images: list[np.ndarray | None] = []
+    for d in docs:
+        images.append(None)
+        for folder in dirs:
+            try:
+                with fsspec.open(f"{folder.rstrip('/')}/{d.name}", "rb") as f:
+                    images[-1] = np.asarray(Image.open(f).convert("RGB"))
+                break
+            except FileNotFoundError:
+                continue
+    missing = [d.name for d, im in zip(docs, images) if im is None]
+    if required and missing:
+        raise ValueError(f"the model reads the page image (LayoutXLM with its visual backbone), but {len(missing)} "
+                         f"document(s) of split {split!r} have none (first: {missing[0]}); give the split's shards "
+                         f"an image_dir holding them")
+    return images
 
 
 class LengthBucketSampler:

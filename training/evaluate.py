@@ -28,7 +28,8 @@ __all__ = ["evaluate_ser", "evaluate_re", "evaluate_end2end", "evaluate_checkpoi
 
 
 def _tensors(batch: dict[str, np.ndarray], keys: Sequence[str]) -> dict[str, paddle.Tensor]:
-    return {k: paddle.to_tensor(batch[k]) for k in keys}
+    """The model inputs ``keys`` of a batch, plus its page images when it has them (a visual-backbone model)."""
+    return {k: paddle.to_tensor(batch[k]) for k in (*keys, *(("image",) if "image" in batch else ()))}
 
 
 @paddle.no_grad()
@@ -149,7 +150,7 @@ def evaluate_checkpoint(checkpoint: str, manifest: str, split: str = "test", *, 
     """
     from models.checkpoint import load_checkpoint
     from models.tokenizer import load_tokenizer
-    from training.data import encode_documents
+    from training.data import encode_documents, split_images
     from training.shards import load_manifest, load_split
 
     ck = load_checkpoint(checkpoint, allow_unverified=allow_unverified)
@@ -162,7 +163,8 @@ def evaluate_checkpoint(checkpoint: str, manifest: str, split: str = "test", *, 
         raise ValueError(f"split {split!r} of {manifest} has no readable documents ({len(skips)} skipped)")
     max_len = int(ck.metadata.get("max_len", 512))
     tokenizer = load_tokenizer(ck.tokenizer_dir)
-    examples = encode_documents(docs, tokenizer, m.labels, task=ck.task, max_len=max_len)
+    images = split_images(m, split, docs, required=True) if ck.config.use_visual_backbone else None
+    examples = encode_documents(docs, tokenizer, m.labels, task=ck.task, max_len=max_len, images=images)
     if ck.task == "ser":
         metrics = evaluate_ser(ck.model, examples, m.labels, batch_size)
     else:

@@ -26,11 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from models.features import bio_labels, build_windows
 from models.linker import link_by_rule
 from schemas.records import OcrLine, PageOcr
+from training.data import split_images
 from training.metrics import PRF, end2end_scores, ser_scores
 
 __all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores"]
@@ -166,7 +165,7 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
         if kie.labels != bio_labels(m.labels):
             raise ValueError(f"the SER model's labels {kie.labels} are not the manifest's {bio_labels(m.labels)}")
         pages = _gold_pages(docs)
-        images = _split_images(m, split, docs, required=True) if kie.needs_image else None
+        images = split_images(m, split, docs, required=True) if kie.needs_image else None
         toks = kie.tokens(pages, images)
         report: dict[str, Any] = {"split": split, "documents": len(docs), "skipped": len(skips),
                                   "ser_dir": str(ser_dir), "re_dir": str(re_dir), "model_decode": kie.decode}
@@ -252,41 +251,12 @@ def _pair_rows(kie: Any, pages: Sequence[PageOcr], toks: Sequence[Any], decoded:
     return out
 
 
-def _split_images(m: Any, split: str, docs: Sequence[Any], *, required: bool = False) -> list[Any]:
-    """Each document's page image (RGB ndarray) from its split's shard ``image_dir``s, None where not found.
-
-    Raises:
-        ValueError: ``required`` (a model that reads the page image: LayoutXLM with its visual backbone) and some
-            document has no image.
-    """
-    import fsspec
-    from PIL import Image
-
-    dirs = [s.image_dir for s in m.split(split) if s.image_dir]
-    images: list[Any] = []
-    for d in docs:
-        images.append(None)
-        for folder in dirs:
-            try:
-                with fsspec.open(f"{folder.rstrip('/')}/{d.name}", "rb") as f:
-                    images[-1] = np.asarray(Image.open(f).convert("RGB"))
-                break
-            except FileNotFoundError:
-                continue
-    missing = [d.name for d, im in zip(docs, images) if im is None]
-    if required and missing:
-        raise ValueError(f"the SER/RE model reads the page image (LayoutXLM with its visual backbone), but "
-                         f"{len(missing)} document(s) of split {split!r} have none (first: {missing[0]}); give the "
-                         f"split's shards an image_dir holding them")
-    return images
-
-
 def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any]:
     from models.ocr import OcrPredictor
 
     if not any(s.image_dir for s in m.split(split)):
         return {"skipped": "the split's shards have no image_dir"}
-    found = _split_images(m, split, docs)
+    found = split_images(m, split, docs)
     kept = [d for d, im in zip(docs, found) if im is not None]
     images = [im for im in found if im is not None]
     if not kept:

@@ -38,7 +38,7 @@ from models.features import MODEL_INPUTS, RE_INPUTS, bio_labels
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
 from models.tokenizer import load_tokenizer, train_tokenizer
 from training.config import TrainConfig, lr_at
-from training.data import LengthBucketSampler, document_texts, encode_documents, re_batch, ser_batch
+from training.data import LengthBucketSampler, document_texts, encode_documents, re_batch, ser_batch, split_images
 from training.evaluate import evaluate_re, evaluate_ser
 from training.losses import udml_total
 from training.progress import ScalarLog, TrainProgress
@@ -140,12 +140,16 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
     train_models = [paddle.DataParallel(_TensorOutputs(m), find_unused_parameters=True) if world > 1 else m
                     for m in models]
 
-    train_ex = encode_documents(train_docs, tokenizer, labels, task=config.task, max_len=config.max_len)
-    eval_ex = encode_documents(eval_docs, tokenizer, labels, task=config.task, max_len=config.max_len)
+    visual = model_cfg.use_visual_backbone  # LayoutXLM with its visual backbone: page images from the shards
+    train_ex = encode_documents(train_docs, tokenizer, labels, task=config.task, max_len=config.max_len,
+                                images=split_images(manifest, "train", train_docs, required=True) if visual else None)
+    eval_ex = encode_documents(eval_docs, tokenizer, labels, task=config.task, max_len=config.max_len,
+                               images=split_images(manifest, config.eval_split, eval_docs, required=True)
+                               if visual else None)
     if not ser:
         train_ex = [e for e in train_ex if len(e.re.pairs)]  # windows without candidates add no RE loss
     make_batch = ser_batch if ser else re_batch
-    keys = MODEL_INPUTS + (("labels",) if ser else (*RE_INPUTS, "pair_labels"))
+    keys = MODEL_INPUTS + (("labels",) if ser else (*RE_INPUTS, "pair_labels")) + (("image",) if visual else ())
 
     # ---------------------------------------------------------------- optimizer (PaddleOCR: AdamW, no decay)
     params = [p for m in models for p in m.parameters()]

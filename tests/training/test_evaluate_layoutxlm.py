@@ -6,24 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny_layoutxlm import export_tiny_layoutxlm
+from tiny_layoutxlm import export_tiny_layoutxlm, xfund_manifests
 
 from training import cli
-from training.shards import build_manifest, read_shard, shard_entry, write_shard
-
-LABELS = ["OTHER", "QUESTION", "ANSWER", "HEADER"]
 
 
 @pytest.fixture(scope="module")
 def manifests(xfund_zh_train, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lx_eval")
-    docs, _ = read_shard(str(xfund_zh_train / "train.json"), LABELS, image_dir=str(xfund_zh_train / "image"))
-    docs = [d for d in docs if d.name in ("zh_train_16.jpg", "zh_train_34.jpg")]
-    write_shard(docs, str(folder / "s.txt"), sizes_uri=str(folder / "sizes.json"))  # page sizes without images
-    with_images = shard_entry(str(folder / "s.txt"), "test", image_dir=str(xfund_zh_train / "image"))
-    (folder / "m.json").write_text(build_manifest([with_images], LABELS).to_json())
-    no_images = shard_entry(str(folder / "s.txt"), "test", sizes_uri=str(folder / "sizes.json"))
-    (folder / "no_images.json").write_text(build_manifest([no_images], LABELS).to_json())
+    docs, _, _ = xfund_manifests(folder, xfund_zh_train, ("test",))
     ser, re_dir = export_tiny_layoutxlm(folder / "models", seed=11, link_bias=2.0)
     return folder, ser, re_dir, docs
 
