@@ -336,10 +336,12 @@ def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False
     if task is not None and task != found_task:
         raise CheckpointError(f"{root} holds a {found_task} model, expected {task}")
     if meta.get("re_head") == "geo":  # a head-only RE checkpoint over a shared SER encoder
-        if list(meta.get("pair_features", [])) != list(PAIR_FEATURES):
-            raise CheckpointError(f"{root / METADATA_FILE}: pair_features {meta.get('pair_features')} differ from "
-                                  f"this version's {list(PAIR_FEATURES)}")
-        model = ReHeadModel(config, len(PAIR_FEATURES))
+        names = list(meta.get("pair_features") or [])
+        if not names or any(n not in PAIR_FEATURES for n in names):
+            raise CheckpointError(f"{root / METADATA_FILE}: pair_features {names} are not features this version "
+                                  f"computes ({list(PAIR_FEATURES)})")
+        model = ReHeadModel(config, len(names))
+        model.pair_feature_names = tuple(names)  # the head's inputs, in the order it was trained with
     elif found_task == "ser":
         if "classifier.bias" not in state:
             raise CheckpointError(f"{root / STATE_FILE} is missing keys: ['classifier.bias', 'classifier.weight']")
@@ -453,8 +455,9 @@ def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
     if isinstance(model, ReHeadModel):
         specs = [InputSpec([None, None, model.config.hidden_size], "float32", "hidden"),
                  InputSpec([None, None, 3], "int64", "entities"), InputSpec([None, None, 2], "int64", "pairs"),
-                 InputSpec([None, None, len(PAIR_FEATURES)], "float32", "pair_features")]
-        extra_meta = {"re_head": "geo", "encoder": source.get("encoder"), "pair_features": list(PAIR_FEATURES)}
+                 InputSpec([None, None, model.num_pair_features], "float32", "pair_features")]
+        extra_meta = {"re_head": "geo", "encoder": source.get("encoder"),
+                      "pair_features": list(getattr(model, "pair_feature_names", PAIR_FEATURES))}
     elif task == "re":
         specs += [InputSpec([None, None, 3], "int64", "entities"), InputSpec([None, None, 2], "int64", "pairs")]
     else:

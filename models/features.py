@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.linker import link_by_rule
+
 __all__ = [
     "XFUND_CLASSES", "RE_ENTITY_LABELS", "IGNORE_INDEX", "PAD_TOKEN_ID",
     "bio_labels", "normalize_box", "tokenize_lines", "Window", "build_windows", "ReInputs", "build_re_inputs",
@@ -347,7 +349,8 @@ RE_INPUTS = ("entities", "pairs")
 
 
 def batch_windows(windows: Sequence[Window], *, re: Sequence[ReInputs] | None = None, labels: bool = False,
-                  geometry: bool = False, multiple: int = 64) -> dict[str, np.ndarray]:
+                  geometry: bool = False, feature_names: Sequence[str] | None = None,
+                  multiple: int = 64) -> dict[str, np.ndarray]:
     """The ONE batching function: stacks windows (and their RE inputs) into padded model-input arrays.
 
     The token axis is cut to the longest window's real length rounded up to ``multiple`` (at most the windows'
@@ -360,6 +363,7 @@ def batch_windows(windows: Sequence[Window], *, re: Sequence[ReInputs] | None = 
             ``pair_labels (B,P)``, padding -100, when the inputs carry labels).
         labels: add the SER ``labels (B,L)``.
         geometry: add ``pair_features (B,P,F)`` float32 (:func:`pair_features`; needs ``re``).
+        feature_names: which pair features (the head's recorded list; default :data:`PAIR_FEATURES`).
         multiple: token-axis rounding (0 = no cut).
 
     Returns:
@@ -392,9 +396,10 @@ def batch_windows(windows: Sequence[Window], *, re: Sequence[ReInputs] | None = 
                 pl[b, :len(r.pairs)] = r.pair_labels
         batch["pair_labels"] = pl
     if geometry:
-        feats = np.zeros((len(re), n_p, len(PAIR_FEATURES)), dtype=np.float32)
+        names = PAIR_FEATURES if feature_names is None else tuple(feature_names)
+        feats = np.zeros((len(re), n_p, len(names)), dtype=np.float32)
         for b, (w, r) in enumerate(zip(windows, re)):
-            feats[b, :len(r.pairs)] = pair_features(w, r)
+            feats[b, :len(r.pairs)] = pair_features(w, r, names)
         batch["pair_features"] = feats
     return batch
 
@@ -402,9 +407,11 @@ def batch_windows(windows: Sequence[Window], *, re: Sequence[ReInputs] | None = 
 PAIR_FEATURES = (
     "dx_gap", "dy_gap", "dx_center", "dy_center", "log_distance", "row_overlap", "col_overlap",
     "right_of", "below", "same_row", "same_col", "q_rank_row", "q_rank_near", "a_rank_near",
-    "is_row_nearest", "is_col_nearest", "between", "q_width", "a_width", "height_ratio",
+    "is_row_nearest", "is_col_nearest", "between", "q_width", "a_width", "height_ratio", "rule_link",
 )
-"""The relative geometry of a candidate (question, answer) pair fed to the geometric RE head, in order."""
+"""The relative geometry of a candidate (question, answer) pair fed to the geometric RE head, in order: the
+default of :func:`pair_features`. A trained head records the names it was trained with (its ``metadata.json``
+``pair_features``) and gets exactly those, so heads trained on an older list keep loading."""
 
 
 def _interval_overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
@@ -413,23 +420,30 @@ def _interval_overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.nda
     return inter / shorter
 
 
-def pair_features(window: Window, re: ReInputs) -> np.ndarray:
-    """The relative geometry of each candidate pair of a window (:data:`PAIR_FEATURES`), ``(P, F)`` float32.
+def pair_features(window: Window, re: ReInputs, names: Sequence[str] = PAIR_FEATURES) -> np.ndarray:
+    """The relative geometry of each candidate pair of a window (``names``, :data:`PAIR_FEATURES` by default),
+    ``(P, len(names))`` float32.
 
     Boxes are the entities' boxes on the 0..1000 grid (every token carries its line's box, so an entity's box is
     its first token's). Distances are in units of the mean height of the two boxes (``h``), signed so that
     positive means "the answer lies right of / below the question". Ranks compare each candidate with the other
     candidates of the same answer (``q_rank_*``) or question (``a_rank_*``) and are given as ``1 / (1 + rank)``.
     ``between`` counts the other entities whose centre lies inside the rectangle spanned by the two boxes.
+    ``rule_link`` is 1 where the geometric rule (``models.linker.link_by_rule``, its tuned tolerances, on the grid
+    boxes) links the pair.
 
     Args:
         window: the window.
         re: its RE inputs.
+        names: which features, in order (each one of :data:`PAIR_FEATURES`).
 
     Returns:
-        ``(P, len(PAIR_FEATURES))`` float32; ``(0, F)`` without pairs.
+        ``(P, len(names))`` float32; ``(0, len(names))`` without pairs.
     """
-    n_f = len(PAIR_FEATURES)
+    unknown = [n for n in names if n not in PAIR_FEATURES]
+    if unknown:
+        raise ValueError(f"unknown pair features {unknown}; known: {list(PAIR_FEATURES)}")
+    n_f = len(names)
     if not len(re.pairs):
         return np.zeros((0, n_f), np.float32)
     boxes = (re.boxes if re.boxes is not None else window.bbox[re.entities[:, 0]]).astype(np.float64)  # (E, 4)
@@ -479,11 +493,15 @@ def pair_features(window: Window, re: ReInputs) -> np.ndarray:
     idx = np.arange(len(boxes))[None, :]
     inside &= (idx != re.pairs[:, :1]) & (idx != re.pairs[:, 1:])
     between = np.log1p(inside.sum(1))
-    feats = np.stack([
+    kinds = ["QUESTION" if k == RE_ENTITY_LABELS["QUESTION"] else "ANSWER" if k == RE_ENTITY_LABELS["ANSWER"]
+             else "HEADER" for k in re.entities[:, 2]]
+    ruled = set(link_by_rule(boxes.tolist(), kinds))
+    rule_link = np.asarray([(int(x), int(y)) in ruled for x, y in re.pairs], np.float64)
+    columns = dict(zip(PAIR_FEATURES, (
         np.clip(dx_gap, -20, 20) / 10, np.clip(dy_gap, -20, 20) / 10, np.clip(dxc, -40, 40) / 20,
         np.clip(dyc, -40, 40) / 20, np.log1p(dist), row, col, right, below, same_row, same_col,
         q_rank_row, q_rank_near, a_rank_near, (q_rank_row == 1).astype(np.float64),
         rule_col.astype(np.float64), between,
-        (q[:, 2] - q[:, 0]) / 1000, (a[:, 2] - a[:, 0]) / 1000, np.log(qh / ah),
-    ], axis=1)
-    return feats.astype(np.float32)
+        (q[:, 2] - q[:, 0]) / 1000, (a[:, 2] - a[:, 0]) / 1000, np.log(qh / ah), rule_link,
+    ), strict=True))
+    return np.stack([columns[n] for n in names], axis=1).astype(np.float32)

@@ -169,7 +169,9 @@ class KiePredictor:
 
     def __init__(self, ser: PaddlePredictor, labels: list[str], tokenizer, max_len: int,  # noqa: ANN001
                  re: PaddlePredictor | str | None = None, *, re_kind: str = "paddleocr", decode: str = "vote",
-                 batch_size: int = 8, multiple: int = 0, ser_image: bool = False, re_image: bool = False) -> None:
+                 batch_size: int = 8, multiple: int = 0, pair_features: Sequence[str] = PAIR_FEATURES,
+                 label_bias: dict[str, float] | None = None,
+                 ser_image: bool = False, re_image: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -186,6 +188,12 @@ class KiePredictor:
         self.batch_size = batch_size
         self.decode = decode
         self.multiple = multiple
+        self.pair_features = tuple(pair_features)  # the geometric head's inputs, as it was trained
+        unknown = sorted(set(label_bias or {}) - set(self.labels))
+        if unknown:
+            raise ValueError(f"label_bias names labels {unknown} the SER model does not have ({self.labels})")
+        # Added to the SER logits before any decoding (a calibration tuned on validation data, training.calibrate).
+        self.label_bias = np.array([float((label_bias or {}).get(n, 0.0)) for n in self.labels])
         # LayoutXLM with its visual backbone (metadata "needs_image"): its programs take the page image too.
         self.ser_image, self.re_image = ser_image, bool(re_image and self.re is not None)
         self.needs_image = self.ser_image or self.re_image
@@ -224,7 +232,7 @@ class KiePredictor:
         if labels.get("task") != "ser":
             raise ValueError(f"{ser_dir / LABELS_FILE} is for task {labels.get('task')!r}, expected 'ser'")
         re: PaddlePredictor | str | None = None
-        re_kind, re_meta = "paddleocr", {}
+        re_kind, re_meta, extra = "paddleocr", {}, {}
         if re_dir is not None and str(re_dir) == RULE:
             re = RULE
         elif re_dir is not None:
@@ -245,14 +253,19 @@ class KiePredictor:
                     raise ValueError(f"the RE head {re_dir} reads the encoder states of the SER model it was trained "
                                      f"on (fingerprint {str(want)[:12]}...), but {ser_dir} holds another encoder "
                                      f"({str(meta.get('encoder_fingerprint'))[:12]}...)")
-                if list(re_meta.get("pair_features", [])) != list(PAIR_FEATURES):
-                    raise ValueError(f"{re_dir / METADATA_FILE}: pair_features differ from this version's")
+                names = list(re_meta.get("pair_features") or [])
+                unknown = [n for n in names if n not in PAIR_FEATURES]
+                if not names or unknown:
+                    raise ValueError(f"{re_dir / METADATA_FILE}: pair_features {unknown or names} are not "
+                                     f"features this version computes ({list(PAIR_FEATURES)})")
+                extra["pair_features"] = names
         # Programs exported by this version take any window length; older ones (and PaddleOCR's) only max_len.
         dynamic = bool(meta.get("dynamic_length")) and (re is None or re == RULE or bool(re_meta.get("dynamic_length")))
         return cls(ser, labels["labels"], load_tokenizer(ser_dir), int(meta.get("max_len", 512)), re,
                    re_kind=re_kind, decode=decode or meta.get("decode", "vote"), batch_size=batch_size,
-                   multiple=64 if dynamic else 0, ser_image=bool(meta.get("needs_image")),
-                   re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr")
+                   multiple=64 if dynamic else 0, label_bias=meta.get("label_bias"),
+                   ser_image=bool(meta.get("needs_image")),
+                   re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr", **extra)
 
     # ------------------------------------------------------------------------------------------- SER
 
@@ -299,7 +312,7 @@ class KiePredictor:
             logits = outs[0]
             for row, (p, i) in enumerate(chunk):
                 n = page_windows[p][i].num_tokens
-                probs[p][i] = _softmax(logits[row, :n].astype(np.float64))
+                probs[p][i] = _softmax(logits[row, :n].astype(np.float64) + self.label_bias)
                 if keep_hidden:
                     if len(outs) < 2:
                         raise ValueError("the SER program outputs no encoder states; re-export it with this version "
@@ -391,7 +404,7 @@ class KiePredictor:
         for s in range(0, len(items), self.batch_size):
             chunk = items[s:s + self.batch_size]
             batch = batch_windows([w for _, w, _ in chunk], re=[r for _, _, r in chunk], geometry=geo,
-                                  multiple=self.multiple)
+                                  feature_names=self.pair_features, multiple=self.multiple)
             if geo:
                 t = batch["input_ids"].shape[1]
                 hid = np.zeros((len(chunk), t, toks.hidden[chunk[0][0]].shape[1]), np.float32)

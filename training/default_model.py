@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the SER run from WORK/ser/latest")
     p.add_argument("--ser_epochs", type=int)
     p.add_argument("--re_epochs", type=int)
+    p.add_argument("--ser_lr", type=float, help="the SER run's peak learning rate (default: the preset's)")
+    p.add_argument("--ser_init", help="start SER from this model instead of the smooth init: a kiebeam checkpoint, "
+                                      "or an exported SER folder (e.g. the bundled models/assets/default_kie/ser) "
+                                      "turned back into one (training.store.checkpoint_from_export)")
     args = p.parse_args(argv)
     command = "python -m training.default_model " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     work, out = Path(args.work), Path(args.out)
@@ -237,8 +241,19 @@ def main(argv: list[str] | None = None) -> int:
         ser_cfg = get_preset("default_ser", manifest=manifest, out_dir=str(work / "ser"), resume=args.resume)
         if args.ser_epochs:
             ser_cfg = ser_cfg.replace(epochs=args.ser_epochs)
+        if args.ser_lr:
+            ser_cfg = ser_cfg.replace(learning_rate=args.ser_lr)
         init = work / "init"
-        if not (init / "metadata.json").exists():
+        if args.ser_init and (Path(args.ser_init) / "inference.pdiparams").exists():
+            from training.shards import load_manifest
+            from training.store import checkpoint_from_export
+
+            init = work / "init_from_export"
+            if not (init / "metadata.json").exists():
+                checkpoint_from_export(args.ser_init, init, labels=load_manifest(manifest).labels)
+        elif args.ser_init:
+            init = Path(args.ser_init)
+        elif not (init / "metadata.json").exists():
             build_smooth_init(ser_cfg, init)
         train_main(ser_cfg.replace(init_from=str(init)))
         timings["ser_seconds"] = timings.get("ser_seconds", 0.0) + time.perf_counter() - t0

@@ -18,7 +18,7 @@ import paddle
 from models.features import bio_labels
 
 __all__ = ["save_model", "load_init", "plot_metrics", "optimizer_state", "load_optimizer_state", "resume_files",
-           "seal_resume_folder", "load_resume_folder"]
+           "seal_resume_folder", "load_resume_folder", "checkpoint_from_export"]
 
 
 def save_model(model: paddle.nn.Layer, folder: str | os.PathLike, *, task: str, tokenizer_dir: str | os.PathLike,
@@ -199,3 +199,104 @@ def load_optimizer_state(optimizer: paddle.optimizer.Optimizer, models: Sequence
             key = back[stable] + rest
         restored[key] = value
     optimizer.set_state_dict(restored)
+
+
+def checkpoint_from_export(export_dir: str | os.PathLike, out_dir: str | os.PathLike, *, labels: Sequence[str],
+                           atol: float = 1e-4) -> Path:
+    """Turns an exported kiebeam SER folder (``inference.json`` + ``inference.pdiparams``) back into a training
+    checkpoint, so a bundled model can be trained further (``init_from``) without its original run folder.
+
+    ``paddle.jit.save`` keeps each parameter under the name Paddle gave it when the layer was built
+    (``linear_3.w_0``, ...): the program lists the names, and ``inference.pdiparams`` holds the tensors in sorted
+    name order. Names count up per layer kind in creation order (from wherever the exporting process's counters
+    stood), so a ``SerModel`` of the folder's ``config.json`` built the same way has, kind by kind, the same
+    parameters in the same order. Shapes are checked, and the rebuilt model must reproduce the exported model's
+    logits on a sample input (``atol``), else nothing is written.
+
+    Args:
+        export_dir: the exported SER folder (verified against its ``SHA256SUMS``).
+        out_dir: the checkpoint folder to write.
+        labels: the class list (``Manifest.labels``) the model was trained with.
+        atol: largest allowed logit difference between the rebuilt and the exported model.
+
+    Returns:
+        ``out_dir``.
+    """
+    import numpy as np
+
+    from models.integrity import verify_model_dir
+    from models.layoutxlm import LayoutXLMConfig, SerModel
+
+    export_dir = Path(export_dir)
+    verify_model_dir(export_dir)
+    program = json.loads((export_dir / "inference.json").read_text())
+    ops = program["program"]["regions"][0]["blocks"][0]["ops"]
+    names = sorted(op["A"][3] for op in ops if op.get("#") == "p")  # the order of the stored tensors
+    cfg_dict = json.loads((export_dir / "config.json").read_text())
+    cfg = LayoutXLMConfig(**{k: v for k, v in cfg_dict.items() if k in LayoutXLMConfig.__dataclass_fields__})
+    with paddle.utils.unique_name.guard():
+        model = SerModel(cfg, len(bio_labels(labels)))
+    stored = paddle.jit.load(str(export_dir / "inference"))
+    values = dict(zip(names, stored.state_dict().values()))
+    targets = {p.name: p for p in model.parameters()} | {b.name: b for b in model.buffers()}
+    mapping = _match_generated_names(values, targets)
+    if mapping is None:
+        raise ValueError(f"{export_dir}: its {len(names)} stored tensors do not match the parameters of a SerModel "
+                         "built from its config.json")
+    for name, target in mapping.items():
+        value = values[name]
+        if list(targets[target].shape) != list(value.shape):
+            raise ValueError(f"{export_dir}: {name} has shape {list(value.shape)}, the model's {target} wants "
+                             f"{list(targets[target].shape)}")
+        targets[target].set_value(value.numpy())
+    model.eval()
+    rng = np.random.default_rng(0)
+    t = 64
+    x0 = np.sort(rng.integers(0, 900, (1, t, 2)), axis=-1)
+    y0 = np.sort(rng.integers(0, 900, (1, t, 2)), axis=-1)
+    bbox = np.stack([x0[..., 0], y0[..., 0], x0[..., 1] + 50, y0[..., 1] + 20], -1).astype(np.int64)
+    sample = [paddle.to_tensor(rng.integers(3, cfg.vocab_size, (1, t)).astype(np.int64)), paddle.to_tensor(bbox),
+              paddle.to_tensor(np.ones((1, t), np.int64)), paddle.to_tensor(np.zeros((1, t), np.int64))]
+    want = stored(*sample)
+    want = (want[0] if isinstance(want, (list, tuple)) else want).numpy()
+    got = model(*sample)
+    got = (got.logits if hasattr(got, "logits") else got[0]).numpy()
+    diff = float(np.abs(got - want).max())
+    if diff > atol:
+        raise ValueError(f"{export_dir}: the rebuilt model differs from the exported one by {diff:.2e} > {atol}")
+    return save_model(model, out_dir, task="ser", tokenizer_dir=export_dir, labels=labels,
+                      metadata={"init": f"weights of the exported folder {export_dir} (max logit diff {diff:.1e})"},
+                      max_len=int(json.loads((export_dir / "metadata.json").read_text()).get("max_len", 512)))
+
+
+def _match_generated_names(stored: Any, model: Any) -> dict[str, str] | None:
+    """Maps Paddle's generated names of exported tensors (``linear_12.w_0``) to a fresh model's, or None.
+
+    Names count up per layer kind in creation order, from wherever the exporting process's counters stood; the
+    export drops tensors the program does not use (e.g. a pooler). Per kind, the first index is used in both, so
+    the offset between the two numberings is the difference of the smallest indices.
+    """
+    import re
+
+    def split(name: str) -> tuple[str, int, str]:
+        m = re.fullmatch(r"(.*?)_(\d+)(\.\w+)?", name)
+        return (m.group(1), int(m.group(2)), m.group(3) or "") if m else (name, -1, "")
+
+    first: dict[str, int] = {}
+    for name in model:
+        kind, index, _ = split(name)
+        first[kind] = min(first.get(kind, index), index)
+    offsets: dict[str, int] = {}
+    for name in stored:
+        kind, index, _ = split(name)
+        offsets[kind] = min(offsets.get(kind, index), index)
+    mapping = {}
+    for name in stored:
+        kind, index, suffix = split(name)
+        if kind not in first:
+            return None
+        target = name if index < 0 else f"{kind}_{index - offsets[kind] + first[kind]}{suffix}"
+        if target not in model:
+            return None
+        mapping[name] = target
+    return mapping

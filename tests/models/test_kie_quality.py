@@ -93,6 +93,40 @@ def test_pair_features_describe_the_geometry():
     assert right[col["dx_gap"]] > 0 and below[col["dy_gap"]] > 0
 
 
+def test_pair_features_by_name_keep_older_heads_and_carry_the_rule():
+    boxes = [(0, 0, 100, 20), (120, 0, 300, 20), (0, 100, 100, 120), (0, 130, 100, 150)]
+    win = build_windows(["q0", "a1", "q2", "a3"], boxes, 1000, 1000, None, token_ids=[[5], [6], [7], [8]],
+                        max_len=8)[0]
+    r = entity_re_inputs([(0, 1, 1), (1, 2, 2), (2, 3, 1), (3, 4, 2)], [0, 1, 2, 3])
+    full = pair_features(win, r)
+    older = PAIR_FEATURES[:-1]  # the list the first geometric heads were trained with
+    assert np.array_equal(pair_features(win, r, older), full[:, :len(older)])
+    rule = full[:, PAIR_FEATURES.index("rule_link")]
+    ruled = set(link_by_rule(boxes, ["QUESTION", "ANSWER", "QUESTION", "ANSWER"]))
+    assert ruled == {(0, 1), (2, 3)}
+    assert [bool(x) for x in rule] == [(int(q), int(a)) in ruled for q, a in r.pairs]
+    with pytest.raises(ValueError, match="unknown pair features"):
+        pair_features(win, r, ["dx_gap", "no_such_feature"])
+
+
+def test_an_exported_ser_folder_becomes_a_training_checkpoint_again(tmp_path, tiny_kie_dirs):
+    from models.checkpoint import load_checkpoint
+    from training.store import checkpoint_from_export
+
+    ckpt = checkpoint_from_export(tiny_kie_dirs[0], tmp_path / "ckpt", labels=["OTHER", "QUESTION", "ANSWER",
+                                                                               "HEADER"])
+    model = load_checkpoint(ckpt, task="ser").model
+    model.eval()
+    rng = np.random.default_rng(1)
+    ids = paddle.to_tensor(rng.integers(3, 400, (2, 32)).astype(np.int64))
+    xy = np.sort(rng.integers(0, 1000, (2, 32, 2, 2)), axis=2)
+    bbox = paddle.to_tensor(np.stack([xy[..., 0, 0], xy[..., 0, 1], xy[..., 1, 0], xy[..., 1, 1]], -1))
+    mask, types = paddle.ones([2, 32], "int64"), paddle.zeros([2, 32], "int64")
+    want = paddle.jit.load(str(tiny_kie_dirs[0] / "inference"))(ids, bbox, mask, types)
+    got = model(ids, bbox, mask, types).logits
+    assert np.abs(got.numpy() - want[0].numpy()).max() < 1e-5
+
+
 def test_ctc_steps_give_character_positions():
     probs = np.zeros((1, 8, 4))
     for t, c in enumerate([0, 1, 1, 0, 2, 0, 0, 3]):
