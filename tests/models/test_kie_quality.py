@@ -253,3 +253,26 @@ def test_models_kie_imports_light_on_workers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=__import__("pathlib").Path(__file__).parents[2])
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_label_bias_in_metadata_shifts_the_ser_decision(tmp_path, tiny_kie_dirs):
+    import shutil
+
+    from training.calibrate import write_label_bias
+
+    ser_dir = shutil.copytree(tiny_kie_dirs[0], tmp_path / "ser")
+    lines = tuple(OcrLine(t, 0.9, ((0, 0), (1, 0), (1, 1), (0, 1)), (50, 40 + 40 * i, 400, 60 + 40 * i))
+                  for i, t in enumerate(["Name: John", "Date", "2024-01-01"]))
+    page = PageOcr(1000, 1000, lines)
+    plain = KiePredictor.from_dirs(ser_dir)
+    write_label_bias(str(ser_dir), {"label_bias": {"B-HEADER": 50.0}, "split": "val"})
+    biased = KiePredictor.from_dirs(ser_dir)  # re-sealed SHA256SUMS: the folder still verifies
+    assert biased.label_bias[LABELS.index("B-HEADER")] == 50.0
+    (tp,), (tb,) = plain.tokens([page]), biased.tokens([page])
+    assert not np.allclose(tp.probs[0], tb.probs[0])
+    assert (tb.probs[0].argmax(-1) == LABELS.index("B-HEADER")).all()
+    assert biased.entities(page, tb)[0] == ["HEADER"] * 3
+    bad = json.loads((ser_dir / "metadata.json").read_text())
+    with pytest.raises(ValueError, match="label_bias"):
+        KiePredictor(biased.ser, biased.labels, biased.tokenizer, 512, label_bias={"B-NOPE": 1.0})
+    assert bad["label_bias_tuning"]["split"] == "val"
