@@ -9,6 +9,8 @@ pipeline feeds on the shared XFUND pages: the detector's resized page, and the r
 load changes during the run (other jobs) slows all of them alike; each input runs twice per variant and the second
 (warm) run counts. Then each variant reads the pages end to end (``OcrPredictor``) and the table compares the
 recognised lines with Paddle fp32's (identical lines, character accuracy against the XFUND labels).
+All variants stay loaded at once: 3 pages peaked at 9.1 GiB RSS with two variants (Paddle's per-shape oneDNN
+buffers), so keep ``--pages`` small on a shared machine.
 """
 
 from __future__ import annotations
