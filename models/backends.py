@@ -128,6 +128,18 @@ def _program_kind(model_dir: str | Path | None) -> str:
     return "pdmodel" if (folder / "inference.pdmodel").is_file() else ""
 
 
+def _reads_image(model_dir: str | Path | None) -> bool:
+    """Whether a KIE export runs LayoutXLM's convolutional visual backbone (``metadata.json`` ``needs_image``)."""
+    if model_dir is None:
+        return False
+    try:
+        import json
+
+        return bool(json.loads((Path(model_dir) / "metadata.json").read_text()).get("needs_image"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def resolve_runtime(options: InferenceOptions, role: str, model_dir: str | Path | None = None,
                     caps: Capabilities | None = None) -> Runtime:
     """Decides backend, device, precision and TensorRT for one model.
@@ -172,6 +184,13 @@ def resolve_runtime(options: InferenceOptions, role: str, model_dir: str | Path 
         backend = "paddle" if why else "openvino"
 
     precision, tensorrt = _precision(options, role, device, backend, caps, notes)
+    if precision == "bf16" and _reads_image(model_dir):
+        # The DB detector's convolutions fail in Paddle bf16, and bf16 was never run on the ResNeXt-FPN of
+        # LayoutXLM (no bf16 CPU here): keep it fp32 until it is measured.
+        if options.precision == "bf16":
+            notes.append(f"{role}: bf16 not used (not verified on LayoutXLM's convolutional visual backbone); "
+                         f"running fp32")
+        precision = "fp32"
     return Runtime(backend, device, precision, tensorrt, tuple(notes))
 
 

@@ -109,3 +109,21 @@ def test_predictor_matches_dynamic_model_with_the_image(visual_models):
                     want_pairs.append(qa)
     assert got == want_pairs
     assert want_pairs
+
+
+def test_runtime_keeps_the_visual_backbone_fp32_and_gives_tensorrt_the_image_range(visual_models, tiny_kie_dirs):
+    from models.backends import resolve_runtime
+    from models.capabilities import Capabilities
+    from models.paddle_infer import InferenceOptions, kie_trt_shapes
+
+    _, _, ser_dir, re_dir, _ = visual_models
+    bf16_cpu = Capabilities(frozenset({"amx_bf16"}))
+    auto = resolve_runtime(InferenceOptions(precision="auto"), "ser", ser_dir, caps=bf16_cpu)
+    assert auto.label() == "paddle/cpu/fp32" and not auto.notes
+    asked = resolve_runtime(InferenceOptions(precision="bf16"), "re", re_dir, caps=bf16_cpu)
+    assert asked.precision == "fp32" and "visual backbone" in asked.notes[0]
+    vi = resolve_runtime(InferenceOptions(precision="auto"), "ser", tiny_kie_dirs[0], caps=bf16_cpu)
+    assert vi.precision == "bf16"  # VI folders are unchanged
+    shapes = kie_trt_shapes(ser_dir, batch=8)
+    assert shapes["image"] == ([1, 3, 224, 224], [4, 3, 224, 224], [8, 3, 224, 224])
+    assert "image" not in kie_trt_shapes(tiny_kie_dirs[0])
