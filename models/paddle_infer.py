@@ -101,8 +101,9 @@ def kie_trt_shapes(model_dir: str | Path, batch: int = 8) -> dict[str, tuple[lis
     """TensorRT shape ranges ``{input: (min, opt, max)}`` of an exported SER/RE folder, from its ``metadata.json``.
 
     Windows are 64..``max_len`` tokens for programs exported with ``dynamic_length`` (else exactly ``max_len``),
-    1..``batch`` windows a call; RE candidates up to ``max_len`` entities and 4096 pairs a window. Shapes outside the
-    ranges still run (engines are rebuilt at run time).
+    1..``batch`` windows a call; RE candidates up to ``max_len`` entities and 4096 pairs a window; a LayoutXLM
+    program's ``image`` is ``(windows, 3, 224, 224)``. Shapes outside the ranges still run (engines are rebuilt at
+    run time).
     """
     folder = Path(model_dir)
     meta = json.loads((folder / "metadata.json").read_text())
@@ -130,6 +131,8 @@ def kie_trt_shapes(model_dir: str | Path, batch: int = 8) -> dict[str, tuple[lis
         elif name == "pair_features":
             width = len(meta.get("pair_features", []))
             shapes[name] = dims(p, (width,) * 3)
+        elif name == "image":  # LayoutXLM's page image: one per window, always 3 x 224 x 224
+            shapes[name] = dims((3, 3, 3), (224, 224, 224), (224, 224, 224))
     return shapes
 
 
