@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -173,6 +174,9 @@ def evaluate_checkpoint(checkpoint: str, manifest: str, split: str = "test", *, 
         from training.paddleocr_compat import paddleocr_examples
 
         compat = paddleocr_examples(docs, tokenizer, m.labels, task=ck.task, max_len=max_len)
+        if images is not None:  # the same page images as the all-windows examples
+            page_image = {e.doc: e.image for e in examples}
+            compat = [dataclasses.replace(e, image=page_image[e.doc]) for e in compat]
         metrics["paddleocr_compat"] = (evaluate_ser(ck.model, compat, m.labels, batch_size) if ck.task == "ser"
                                        else evaluate_re(ck.model, compat, batch_size))
     return {"task": ck.task, "split": split, "checkpoint": str(checkpoint), **metrics, "skipped": len(skips)}

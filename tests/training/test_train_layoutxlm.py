@@ -12,6 +12,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
 from models.tokenizer import train_tokenizer
 from training.config import PRESETS, get_preset
+from training.evaluate import evaluate_checkpoint
 from training.train import main
 
 
@@ -55,6 +56,10 @@ def test_fine_tuning_layoutxlm_reads_page_images(setup, tmp_path, task):
     for frozen_bn in ("res4.0.conv2.norm._mean", "res4.0.conv2.norm._variance", "res4.0.conv2.norm.weight"):
         key = f"layoutxlm.visual.backbone.bottom_up.{frozen_bn}"  # FrozenBN: statistics and affine never move
         assert np.array_equal(state[key].numpy(), before[key].numpy()), key
+    # kiebeam evaluate --checkpoint (gold OCR, dynamic graph) reads the page images too, PaddleOCR's inputs as well
+    metrics = evaluate_checkpoint(str(tmp_path / "run" / "best"), str(folder / "m.json"), "val",
+                                  paddleocr_compat=True)
+    assert metrics["task"] == task and 0 <= metrics["hmean"] <= 1 and 0 <= metrics["paddleocr_compat"]["hmean"] <= 1
 
 
 def test_fine_tuning_without_page_images_is_refused(setup, tmp_path):
