@@ -203,6 +203,9 @@ class KiePredictor:
         self._class_of = [n[2:] if n[:2] in ("B-", "I-") else "O" for n in self.labels]
         re_version = "" if re is None else ";re=rule" if re == RULE else f";re={self.re.version}"
         self.version = f"ser={ser.version}" + re_version + (";decode=bio" if decode == "bio" else "")
+        self.runtime = ";".join(f"{name}={model.runtime.label()}" for name, model in (("ser", ser), ("re", self.re))
+                                if hasattr(getattr(model, "runtime", None), "label"))
+        """Backend/device/precision of the SER and RE programs, e.g. ``ser=paddle/cpu/bf16;re=paddle/cpu/bf16``."""
 
     @classmethod
     def from_dirs(cls, ser_dir: str | os.PathLike, re_dir: str | os.PathLike | None = None, *,

@@ -45,18 +45,13 @@ def runtime_label(predictor: Any) -> str:  # noqa: ANN401 - OcrPredictor, KiePre
     """What a predictor's models run on, for the documents table: ``det=openvino/cpu/fp32;rec=...``.
 
     Args:
-        predictor: an ``OcrPredictor`` (its ``runtime`` text), a ``KiePredictor`` (its ``ser`` and ``re``
-            predictors) or a single :class:`PaddlePredictor` / :class:`OpenVinoPredictor`.
+        predictor: an ``OcrPredictor`` or ``KiePredictor`` (their ``runtime`` text), or a single
+            :class:`PaddlePredictor` / :class:`OpenVinoPredictor` (its :class:`models.backends.Runtime`).
 
     Returns:
-        ``name=backend/device/precision`` parts joined by ``;`` (``"unknown"`` when nothing says).
+        The label (``"unknown"`` when the predictor says nothing).
     """
     runtime = getattr(predictor, "runtime", None)
-    if isinstance(runtime, str):
-        return runtime
     if isinstance(runtime, Runtime):
         return runtime.label()
-    parts = [f"{name}={model.runtime.label()}" for name in ("ser", "re")
-             if isinstance(getattr(getattr(predictor, name, None), "runtime", None), Runtime)
-             for model in (getattr(predictor, name),)]
-    return ";".join(parts) or "unknown"
+    return runtime if isinstance(runtime, str) and runtime else "unknown"
