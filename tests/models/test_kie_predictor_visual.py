@@ -7,7 +7,7 @@ import json
 import numpy as np
 import paddle
 import pytest
-from test_kie_predictor import _page  # the predictor tests' synthetic OCR page
+from test_kie_predictor import _page, vote_like_paddleocr  # the predictor tests' page and line rule
 from tiny_layoutxlm import TINY_VISUAL_CONFIG
 
 from models.checkpoint import export_inference
@@ -65,7 +65,6 @@ def test_predictor_matches_dynamic_model_with_the_image(visual_models):
                          tokenizer, max_len=64)
     assert out.windows == len(wins) > 1
     image = paddle.to_tensor(kie_image_batch([rgb]))
-    labels = ["O", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER", "B-HEADER", "I-HEADER"]
     votes = {k: [] for k in range(len(page.lines))}
     with paddle.no_grad():
         for w in wins:
@@ -74,11 +73,7 @@ def test_predictor_matches_dynamic_model_with_the_image(visual_models):
             pred = logits.numpy()[0].argmax(-1)
             for k, (s, e) in zip(w.line_ids, w.line_spans):
                 votes[k].extend(pred[s:e].tolist())
-    want = []
-    for k in range(len(page.lines)):
-        ids = [{2: 1, 4: 3, 6: 5}.get(i, i) for i in votes[k]]
-        best = int(np.bincount(ids).argmax()) if ids else 0
-        want.append("O" if best == 0 else labels[best][2:])
+    want = vote_like_paddleocr(votes, len(page.lines))
     assert list(out.line_labels) == want
     assert len(set(want)) >= 2
     # RE on given entities (questions and answers alternate over the lines): the exported program with the image
