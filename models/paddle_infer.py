@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from models.backends import InferenceOptions, Runtime, log_notes, resolve_runtime
+from models.backends import OCR_ROLES, InferenceOptions, Runtime, log_notes, resolve_runtime
 from models.integrity import sha256_file, verify_model_dir
 
 __all__ = ["InferenceOptions", "PaddlePredictor", "find_program", "tune_malloc", "verified_program",
@@ -76,6 +76,14 @@ def tune_malloc() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def _trim_heap() -> None:
+    """Hands the heap's free memory back to the system (glibc ``malloc_trim``; nothing elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def verified_program(model_dir: str | Path, allow_unverified: bool, extra_files: tuple[str, ...] = ()
@@ -235,6 +243,26 @@ class LendingPool:
             self._idle.put(item)
 
 
+class _Native:
+    """One native predictor of a :class:`PaddlePredictor`'s pool and the largest size of each input dimension it ran."""
+
+    __slots__ = ("predictor", "largest")
+
+    def __init__(self, predictor: Any) -> None:  # noqa: ANN401 - a native paddle.inference.Predictor
+        self.predictor = predictor
+        self.largest: list[tuple[int, ...]] | None = None
+
+    def outgrown_by(self, shapes: Sequence[tuple[int, ...]]) -> bool:
+        """Whether these input shapes are larger in some dimension than every input it has run (never, if none)."""
+        return self.largest is not None and any(
+            d > m for shape, most in zip(shapes, self.largest) for d, m in zip(shape, most))
+
+    def record(self, shapes: Sequence[tuple[int, ...]]) -> None:
+        """Remembers the per-dimension largest input sizes run so far."""
+        self.largest = list(shapes) if self.largest is None else [
+            tuple(max(d, m) for d, m in zip(shape, most)) for shape, most in zip(shapes, self.largest)]
+
+
 class PaddlePredictor:
     """A verified Paddle Inference predictor, safe to call from several threads.
 
@@ -272,10 +300,21 @@ class PaddlePredictor:
         self._trt_shape_file: Path | None = None
         self.runtime = runtime
         log_notes(runtime, self.model_dir)
-        self._pool = LendingPool(self._create, options.concurrency)
+        # Paddle Inference on CPU keeps the buffers of every input size a native predictor has outgrown (measured
+        # with Paddle 3.3.1; oneDNN on or off, any mkldnn_cache_capacity, either allocator strategy): the PP-OCRv4
+        # recognizer at batch widths 320, 480, 960, 1600, 1920 (6 crops) held 2.17 GiB of Paddle allocations and
+        # peaked at 3.18 GiB RSS, the same widths widest first at 0.74 GiB (0.18 GiB allocated); the detector at
+        # 5 growing page sizes 1.09 GiB, widest first 0.67 GiB. So a run's peak depended on which pages came first
+        # (issue 17: pages 11-21 of XFUND zh 4.33 GiB with --ocr_backend paddle). An OCR predictor given an input
+        # larger in some dimension than all it has run is therefore rebuilt first (~1.5 s, once per new largest
+        # size): narrow to wide then peaked at 0.64 GiB (recognizer) and 0.90 GiB (detector), pages 11-21 at
+        # 1.48 GiB, and outputs are bit-identical (tests/test_memory_bound.py; bench_pipeline.py --only mem_order).
+        self._rebuild_on_growth = role in OCR_ROLES and runtime.device == "cpu"
+        self._pool = LendingPool(lambda: _Native(self._create()), options.concurrency)
         with self._pool.lend() as first:
-            self.input_names: list[str] = list(first.get_input_names())
-            self.output_names: list[str] = list(first.get_output_names())
+            self.input_names: list[str] = list(first.predictor.get_input_names())
+            self.output_names: list[str] = list(first.predictor.get_output_names())
+        self.rebuilds = 0  # native predictors rebuilt because an input outgrew them
 
     def _create(self):  # noqa: ANN202 - a native paddle.inference.Predictor
         import paddle.inference as pi
@@ -373,7 +412,15 @@ class PaddlePredictor:
             The outputs, in ``output_names`` order, as numpy arrays owned by the caller.
         """
         arrays = ordered_inputs(inputs, self.input_names, self.version)
-        with self._pool.lend() as predictor:
+        shapes = [tuple(a.shape) for a in arrays]
+        with self._pool.lend() as native:
+            if native.predictor is None or (self._rebuild_on_growth and native.outgrown_by(shapes)):
+                native.predictor = None  # frees its buffers first (and stays None if the rebuild fails)
+                _trim_heap()  # ... back to the system, so the new predictor does not add to the peak
+                native.predictor = self._create()
+                self.rebuilds += 1
+            native.record(shapes)
+            predictor = native.predictor
             for name, array in zip(self.input_names, arrays):
                 handle = predictor.get_input_handle(name)
                 handle.reshape(list(array.shape))
