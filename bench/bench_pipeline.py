@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_pipeline.py                       # quick: 6 pages, scaling at 100 and 1,000
     .venv/bin/python bench/bench_pipeline.py --pages 6 --scale 100,1000,10000
     .venv/bin/python bench/bench_pipeline.py --only scale --scale 10000
+    .venv/bin/python bench/bench_pipeline.py --only mem_order --kie default  # peak RSS by page set (issue 17)
 
 Every measurement runs in a fresh child process (so peak memory and process-wide settings such as the malloc
 tuning stay per measurement); the parent samples the RSS of the child and all its descendants with psutil and
@@ -60,7 +61,7 @@ VARIANTS = {
 }
 _LOOP_VARIANTS = tuple(f"loop_{v}" for v in VARIANTS if v != "today")  # "today" is loop_best
 SECTIONS = ("floor", "loop_best", "loop_default", *_LOOP_VARIANTS, "pipe_mem", "pipe_mem_auto", "pipe_mem_tuned",
-            "pipe_multi", "scale")
+            "pipe_multi", "mem_order", "scale")
 # models.paddle_infer.tune_malloc() as environment: the pipeline's workers never call tune_malloc() themselves.
 _MALLOC_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296"}
 _STAGES = ("read", "decode", "det", "rec", "features", "ser", "re", "write")
@@ -325,6 +326,22 @@ def section_pipeline(args: argparse.Namespace, mode: str, variant: str = "today"
     return {"wall_s": wall, "pages": args.pages, "threads": threads, **info}
 
 
+def section_mem_order(args: argparse.Namespace) -> dict:
+    """The pipeline (in_memory) over one XFUND page range (``--mem-range 11-21``) with one variant's flags.
+
+    Peak memory must not depend on which pages come first (issue 17): Paddle Inference on CPU kept the buffers of
+    every input size a predictor outgrew, so pages 11-21 alone peaked higher than pages 0-21.
+    """
+    work = Path(args.work)
+    ser, re_dir = prepare_kie(work, args.kie)
+    first, last = (int(x) for x in args.mem_range.split("-"))
+    files = page_files(last + 1)[first:]
+    manifest = write_manifest(Path(args.out_dir) / "manifest_mem_order.csv", files, len(files))
+    wall, info = _run_pipeline(_pipeline_argv(manifest, Path(args.out_dir) / "pipe", ser, re_dir, "in_memory",
+                                              args.workers, 2, args.mem_variant))
+    return {"wall_s": wall, "pages": len(files), "range": args.mem_range, "variant": args.mem_variant, **info}
+
+
 def section_scale(args: argparse.Namespace) -> dict:
     """The pipeline over ``args.n`` inputs (downscaled pages under distinct ids, tiny KIE)."""
     work = Path(args.work)
@@ -495,6 +512,7 @@ def report(results: dict, args: argparse.Namespace, info: dict) -> str:
                      "add up to more than the wall time.)")
 
     parts += _variants_report(results, args)
+    parts += _mem_order_report(results, args)
     scale = [results[k] for k in sorted(results, key=lambda k: results[k].get("n", 0)) if k.startswith("scale_")]
     if scale:
         ref = next((s for s in scale if s.get("n") == 1000 and not s.get("failed")), None)
@@ -512,6 +530,26 @@ def report(results: dict, args: argparse.Namespace, info: dict) -> str:
         parts.append(markdown_table(["inputs", "ok", "wall s", "inputs/s", "peak RSS GiB (all processes)",
                                      "peak vs 1,000", "load avg 1 min (start, end)"], srows))
     return "\n".join(parts)
+
+
+def _mem_order_report(results: dict, args: argparse.Namespace) -> list[str]:
+    """The peak-memory-by-page-set table (``mem_order`` runs), one group of rows per variant."""
+    runs = [results[k] for k in results if k.startswith("mem_order_")]
+    if not runs:
+        return []
+    rows = []
+    for variant in dict.fromkeys(r.get("variant", "?") for r in runs):
+        group = [r for r in runs if r.get("variant", "?") == variant]
+        low = min((r["peak_rss"] for r in group if not r.get("failed")), default=None)
+        for r in group:
+            pp = _per_page(r)
+            rows.append((variant, r.get("range", "?"), r.get("pages", "?"), r.get("ocr_runtime") or "-",
+                         "failed" if pp is None else f"{r['peak_rss'] / _GIB:.2f}",
+                         fmt_ratio(r["peak_rss"] / low if low and pp is not None else None), fmt_s(pp), _load(r)))
+    return [f"\n### Peak memory by page set (pipeline in_memory, 2 threads, KIE {args.kie}; goal: the highest peak "
+            f"of a variant at most 1.2x its lowest, whichever pages come first)\n",
+            markdown_table(["variant", "XFUND pages", "pages", "OCR runtime", "peak RSS GiB", "vs lowest",
+                            "s/page (wall - load)", "load avg 1 min (start, end)"], rows)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -532,6 +570,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--mem-orders", default="11-21,0-21",
+                        help="XFUND page ranges of the mem_order rows (first-last, comma-separated)")
+    parser.add_argument("--mem-variants", default="today,auto",
+                        help=f"variants of the mem_order rows (some of {','.join(VARIANTS)})")
+    parser.add_argument("--mem-range", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--mem-variant", default="today", help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="also write the raw results here")
     parser.add_argument("--reuse", default=None,
                         help="comma-separated --json files of earlier runs: their sections fill in what this run skips")
@@ -551,7 +595,8 @@ def main(argv: list[str] | None = None) -> None:
               "pipe_mem_auto": lambda a: section_pipeline(a, "in_memory", "auto"),
               "loop_default": lambda a: section_loop(a, False), "pipe_mem": lambda a: section_pipeline(a, "in_memory"),
               "pipe_mem_tuned": lambda a: section_pipeline(a, "in_memory"),
-              "pipe_multi": lambda a: section_pipeline(a, "multi_processing"), "scale": section_scale}[args.section]
+              "pipe_multi": lambda a: section_pipeline(a, "multi_processing"), "scale": section_scale,
+              "mem_order": section_mem_order}[args.section]
         Path(args.result).write_text(json.dumps(fn(args), default=str))
         return
 
@@ -569,7 +614,7 @@ def main(argv: list[str] | None = None) -> None:
         if old:
             results.update(json.loads(Path(old).read_text())["results"])
     seen: dict[tuple[str, str], str] = {}  # resolved (OCR, KIE) runtimes -> the loop section that ran them
-    for section in SECTIONS[:-1]:
+    for section in SECTIONS[:-2]:  # mem_order and scale run one child per setting, below
         if section not in only:
             continue
         if section == "loop_best" or section in _LOOP_VARIANTS:
@@ -581,6 +626,11 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             seen[(ocr_rt, kie_rt)] = section
         results[section] = _child(args, section, [], _MALLOC_ENV if section == "pipe_mem_tuned" else None)
+    if "mem_order" in only:
+        for variant in [v for v in args.mem_variants.split(",") if v]:
+            for pages in [r for r in args.mem_orders.split(",") if r]:
+                results[f"mem_order_{pages}_{variant}"] = _child(args, "mem_order", ["--mem-range", pages,
+                                                                                     "--mem-variant", variant])
     if "scale" in only:
         for n in [int(x) for x in args.scale.split(",") if x]:
             results[f"scale_{n}"] = _child(args, "scale", ["--n", str(n)])
