@@ -163,8 +163,10 @@ def build_smooth_init(config: TrainConfig, out: Path) -> Path:
                       max_len=config.max_len)
 
 
-def _export_default(work: Path, out: Path, command: str, timings: dict[str, float]) -> dict[str, Any]:
-    """Exports ``work/{ser,re}/best`` to ``out/{ser,re}``, evaluates them on the held-out split, records it all."""
+def _export_default(work: Path, out: Path, command: str, timings: dict[str, float], *,
+                    calibrate: bool = False) -> dict[str, Any]:
+    """Exports ``work/{ser,re}/best`` to ``out/{ser,re}``, (optionally) tunes the SER label biases on the validation
+    split (``training.calibrate``), evaluates them on the held-out split, records it all."""
     from models.checkpoint import export_inference
     from models.kie import KiePredictor
     from training.report import _gold_pages, evaluate_report, format_report
@@ -178,6 +180,13 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     meta["decode"] = "bio"  # models trained here: whole entities, key/value lines split (models.ser_decoding)
     meta_path.write_text(json.dumps(meta, indent=2, default=str))
     write_sha256sums(out / "ser")
+    if calibrate:
+        from training.calibrate import tune_label_bias, write_label_bias
+
+        tuned = tune_label_bias(str(out / "ser"), manifest, "val")
+        write_label_bias(str(out / "ser"), tuned)
+        print(f"label biases (validation split): {tuned['label_bias']} line F1 {tuned['f1_before']:.4f} -> "
+              f"{tuned['f1_after']:.4f}", flush=True)
     report = evaluate_report(str(out / "ser"), str(out / "re"), manifest, "test", end2end=True)
     docs, _ = load_split(load_manifest(manifest), "test")
     kie, pages = KiePredictor.from_dirs(out / "ser", out / "re"), _gold_pages(docs)
@@ -223,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the SER run from WORK/ser/latest")
     p.add_argument("--ser_epochs", type=int)
     p.add_argument("--re_epochs", type=int)
+    p.add_argument("--calibrate", action="store_true",
+                   help="export: tune the SER label biases on the validation split (training.calibrate)")
     p.add_argument("--ser_lr", type=float, help="the SER run's peak learning rate (default: the preset's)")
     p.add_argument("--ser_init", help="start SER from this model instead of the smooth init: a kiebeam checkpoint, "
                                       "or an exported SER folder (e.g. the bundled models/assets/default_kie/ser) "
@@ -270,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         timings["re_seconds"] = time.perf_counter() - t0
         timings_path.write_text(json.dumps(timings))
     if args.stage in ("export", "all"):
-        _export_default(work, out, command, timings)
+        _export_default(work, out, command, timings, calibrate=args.calibrate)
     return 0
 
 
