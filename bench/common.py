@@ -306,22 +306,6 @@ def xfund_labels(names: Sequence[str]) -> dict[str, list[dict]]:
     return out
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix, iy = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union if union > 0 else 0.0
-
-
-def _edits(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def page_quality(pages: Sequence[dict], labels: dict[str, list[dict]]) -> dict[str, float]:
     """OCR character accuracy, SER line Hmean and RE pair Hmean of predicted pages against XFUND labels.
 
@@ -339,6 +323,8 @@ def page_quality(pages: Sequence[dict], labels: dict[str, list[dict]]) -> dict[s
     """
     import unicodedata
 
+    from training.metrics import box_iou, edit_distance
+
     chars = edits = gold_n = 0
     ser_tp = ser_pred = ser_gold = re_tp = re_pred = re_gold = 0
     for page in pages:
@@ -346,7 +332,7 @@ def page_quality(pages: Sequence[dict], labels: dict[str, list[dict]]) -> dict[s
         boxes = [(min(p[0] for p in g["points"]), min(p[1] for p in g["points"]), max(p[0] for p in g["points"]),
                   max(p[1] for p in g["points"])) for g in gold]
         lines = page["lines"]
-        ranked = sorted(((_iou(b, ln[1]), gi, li) for gi, b in enumerate(boxes) for li, ln in enumerate(lines)),
+        ranked = sorted(((box_iou(b, ln[1]), gi, li) for gi, b in enumerate(boxes) for li, ln in enumerate(lines)),
                         reverse=True)
         line_of: dict[int, int] = {}  # gold index -> line index
         used: set[int] = set()
@@ -360,7 +346,7 @@ def page_quality(pages: Sequence[dict], labels: dict[str, list[dict]]) -> dict[s
         for gi, li in line_of.items():
             want = unicodedata.normalize("NFKC", gold[gi]["transcription"])
             chars += len(want)
-            edits += min(len(want), _edits(unicodedata.normalize("NFKC", lines[li][0]), want))
+            edits += min(len(want), edit_distance(unicodedata.normalize("NFKC", lines[li][0]), want))
         gold_label = {li: gold[gi]["label"].upper() for gi, li in line_of.items()}
         for li, ln in enumerate(lines):
             pred, want = (ln[2] or "O").upper(), gold_label.get(li, "OTHER")

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PRF", "ser_entities", "ser_scores", "re_scores", "end2end_scores", "format_table"]
+__all__ = ["PRF", "ser_entities", "ser_scores", "re_scores", "end2end_scores", "format_table", "box_iou",
+           "edit_distance"]
 
 _BACKGROUND = {"O", "OTHER", "OTHERS", "IGNORE"}
 
@@ -212,3 +213,31 @@ def format_table(micro: PRF, per_class: dict[str, PRF] | None = None) -> str:
         rows.append(f"{name:<12}{s.precision:>10.4f}{s.recall:>10.4f}{s.f1:>10.4f}{s.support:>9d}")
     rows.append(f"{'micro':<12}{micro.precision:>10.4f}{micro.recall:>10.4f}{micro.f1:>10.4f}{micro.support:>9d}")
     return "\n".join(rows)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two ``(x0, y0, x1, y1)`` boxes.
+
+    >>> box_iou((0, 0, 10, 10), (5, 0, 15, 10))
+    0.3333333333333333
+    """
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions all cost 1).
+
+    >>> edit_distance("kitten", "sitting")
+    3
+    """
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]

@@ -30,24 +30,11 @@ from models.features import bio_labels, build_windows
 from models.linker import link_by_rule
 from schemas.records import OcrLine, PageOcr
 from training.data import split_images
-from training.metrics import PRF, end2end_scores, ser_scores
+from training.metrics import PRF, box_iou, end2end_scores, ser_scores
 
 __all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores"]
 
 _CLASSES = ("QUESTION", "ANSWER", "HEADER")
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two ``(x0, y0, x1, y1)`` boxes.
-
-    >>> box_iou((0, 0, 10, 10), (5, 0, 15, 10))
-    0.3333333333333333
-    """
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def pair_scores(gold: Sequence[Sequence[tuple[Sequence[float], Sequence[float]]]],

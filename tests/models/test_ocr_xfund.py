@@ -23,6 +23,7 @@ from PIL import Image
 
 from models.ocr import OcrConfig, OcrPredictor
 from models.paddle_infer import tune_malloc
+from training.metrics import box_iou, edit_distance
 
 PAGES = [f"zh_train_{i}.jpg" for i in range(5)]
 MIN_RECALL = 0.75
@@ -40,27 +41,11 @@ def _labels(root: Path) -> dict[str, list[dict]]:
     return out
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def _match(gt_boxes, pred_boxes, threshold: float = 0.5) -> list[tuple[int, int]]:
     """Greedy one-to-one matching by decreasing IoU."""
-    pairs = sorted(((_iou(g, p), gi, pi) for gi, g in enumerate(gt_boxes) for pi, p in enumerate(pred_boxes)),
+    pairs = sorted(((box_iou(g, p), gi, pi) for gi, g in enumerate(gt_boxes) for pi, p in enumerate(pred_boxes)),
                    reverse=True)
     used_g, used_p, matched = set(), set(), []
     for iou, gi, pi in pairs:
@@ -96,7 +81,7 @@ def test_detection_recall_and_character_accuracy(ocr_results):
             want = unicodedata.normalize("NFKC", gt[gi]["transcription"])
             got = unicodedata.normalize("NFKC", page.lines[pi].text)
             gt_chars += len(want)
-            edits += min(len(want), _edit_distance(got, want))
+            edits += min(len(want), edit_distance(got, want))
     recall = n_matched / n_gt
     char_acc = 1 - edits / gt_chars
     print(f"\nXFUND zh_train_0..4: {n_gt} GT lines, detection recall {recall:.3f}, char accuracy {char_acc:.3f}")
