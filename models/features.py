@@ -150,8 +150,8 @@ class Window:
         return int(self.attention_mask.sum())
 
 
-def _line_label_ids(line_labels: Sequence[str | None], label2id: Mapping[str, int]) -> list[tuple[int, int]]:
-    """(B id, I id) per line; (0, 0) for O-like labels."""
+def line_label_ids(line_labels: Sequence[str | None], label2id: Mapping[str, int]) -> list[tuple[int, int]]:
+    """``(B id, I id)`` per line label; the ``O`` id twice for O-like labels (OTHER, None...)."""
     out = []
     for k, lab in enumerate(line_labels):
         name = "O" if lab is None else str(lab).strip().upper()
@@ -167,7 +167,8 @@ def _line_label_ids(line_labels: Sequence[str | None], label2id: Mapping[str, in
 def build_windows(texts: Sequence[str], boxes: Sequence[Sequence[float]], width: int, height: int,
                   tokenizer, *, line_labels: Sequence[str | None] | None = None,  # noqa: ANN001
                   label2id: Mapping[str, int] | None = None, max_len: int = 512, clip: bool = False,
-                  token_ids: Sequence[Sequence[int]] | None = None) -> list[Window]:
+                  token_ids: Sequence[Sequence[int]] | None = None,
+                  token_label_ids: Sequence[Sequence[int] | None] | None = None) -> list[Window]:
     """Builds the model windows of one page (see the module docstring for the windowing rule).
 
     Args:
@@ -181,6 +182,8 @@ def build_windows(texts: Sequence[str], boxes: Sequence[Sequence[float]], width:
         max_len: tokens per window (512 for the published models).
         clip: clip boxes to the page instead of raising on boxes that leave it.
         token_ids: pre-tokenised lines (from :func:`tokenize_lines`), to skip tokenisation.
+        token_label_ids: per line, None (labels from ``line_labels``) or one BIO label id per token (a line that
+            holds several entities, ``training.augment``); needs ``line_labels``.
 
     Returns:
         The windows, at least one (a page without tokens gives one all-padding window with no lines).
@@ -201,7 +204,14 @@ def build_windows(texts: Sequence[str], boxes: Sequence[Sequence[float]], width:
     norm = [normalize_box(b, width, height, clip=clip) for b in boxes]
     lab_ids = None
     if line_labels is not None:
-        lab_ids = _line_label_ids(line_labels, label2id or {n: i for i, n in enumerate(bio_labels(XFUND_CLASSES))})
+        lab_ids = line_label_ids(line_labels, label2id or {n: i for i, n in enumerate(bio_labels(XFUND_CLASSES))})
+
+    if token_label_ids is not None:
+        if lab_ids is None or len(token_label_ids) != len(texts):
+            raise ValueError("token_label_ids needs line_labels and one entry per line")
+        for k, labs in enumerate(token_label_ids):
+            if labs is not None and len(labs) != len(token_ids[k]):
+                raise ValueError(f"line {k}: {len(labs)} token labels for {len(token_ids[k])} tokens")
 
     # Pieces: (line, first token index within the line, token ids); assign pieces to windows.
     windows: list[list[tuple[int, int, list[int]]]] = [[]]
@@ -227,11 +237,12 @@ def build_windows(texts: Sequence[str], boxes: Sequence[Sequence[float]], width:
             chunk = ids[s:s + max_len]
             windows[-1].append((k, s, chunk))
             used = len(chunk)
-    return [_make_window(w, norm, lab_ids, max_len) for w in windows]
+    return [_make_window(w, norm, lab_ids, max_len, token_label_ids) for w in windows]
 
 
 def _make_window(pieces: list[tuple[int, int, list[int]]], norm: list[tuple[int, int, int, int]],
-                 lab_ids: list[tuple[int, int]] | None, max_len: int) -> Window:
+                 lab_ids: list[tuple[int, int]] | None, max_len: int,
+                 token_label_ids: Sequence[Sequence[int] | None] | None = None) -> Window:
     input_ids = np.full(max_len, PAD_TOKEN_ID, dtype=np.int64)
     bbox = np.zeros((max_len, 4), dtype=np.int64)
     mask = np.zeros(max_len, dtype=np.int64)
@@ -243,7 +254,9 @@ def _make_window(pieces: list[tuple[int, int, list[int]]], norm: list[tuple[int,
         input_ids[pos:pos + n] = ids
         bbox[pos:pos + n] = norm[k]
         mask[pos:pos + n] = 1
-        if labels is not None:
+        if labels is not None and token_label_ids is not None and token_label_ids[k] is not None:
+            labels[pos:pos + n] = token_label_ids[k][first:first + n]
+        elif labels is not None:
             b_id, i_id = lab_ids[k]
             labels[pos:pos + n] = i_id
             if first == 0:  # the continuation chunk of a cut line has no B- token

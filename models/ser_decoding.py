@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["vote_line_labels", "bio_transitions", "viterbi_bio", "Span", "bio_spans", "token_char_spans",
-           "split_box"]
+__all__ = ["vote_line_labels", "bio_transitions", "viterbi_bio", "Span", "bio_spans", "span_tags",
+           "token_char_spans", "split_box"]
 
 
 def vote_line_labels(token_preds: Sequence[np.ndarray], to_b: np.ndarray) -> list[int]:
@@ -157,6 +157,19 @@ def bio_spans(path: np.ndarray, probs: np.ndarray, labels: Sequence[str], *, min
         score = float(np.asarray(probs)[s:e][:, ids].sum(axis=1).mean())
         out.append(Span(cls, s, e, score))
     return out
+
+
+def span_tags(spans: Sequence[Span], n_tokens: int) -> list[str]:
+    """The decoder's token labels of one line: ``B-X`` on each entity's first token, ``I-X`` on the rest, ``O``
+    outside every entity (what PaddleOCR's token-level metric reads, for the entities the decoder outputs).
+
+    >>> span_tags([Span("QUESTION", 0, 2, 1.0), Span("ANSWER", 2, 4, 1.0)], 5)
+    ['B-QUESTION', 'I-QUESTION', 'B-ANSWER', 'I-ANSWER', 'O']
+    """
+    tags = ["O"] * n_tokens
+    for sp in spans:
+        tags[sp.start:sp.end] = [f"B-{sp.label}"] + [f"I-{sp.label}"] * (sp.end - sp.start - 1)
+    return tags
 
 
 def token_char_spans(pieces: Sequence[str], text: str) -> list[tuple[int, int]]:

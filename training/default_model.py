@@ -212,6 +212,17 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     return report
 
 
+def _augment_fields(items: list[str]) -> dict[str, float]:
+    """``["merge=0.5", "jitter=0.1"]`` -> ``{"augment_merge": 0.5, "augment_jitter": 0.1}``."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in ("merge", "jitter", "drop", "noise") or not value:
+            raise SystemExit(f"--augment {item!r}: expected merge=P, jitter=F, drop=P or noise=P")
+        out[f"augment_{name}"] = float(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Builds the shards, trains SER, then the geometric RE head on its encoder, evaluates and exports.
 
@@ -235,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate", action="store_true",
                    help="export: tune the SER label biases on the validation split (training.calibrate)")
     p.add_argument("--ser_lr", type=float, help="the SER run's peak learning rate (default: the preset's)")
+    p.add_argument("--augment", nargs="+", default=[], metavar="NAME=P",
+                   help="SER training augmentation (training.augment), e.g. merge=0.5 jitter=0.1 drop=0.05 noise=0.03")
     p.add_argument("--ser_init", help="start SER from this model instead of the smooth init: a kiebeam checkpoint, "
                                       "or an exported SER folder (e.g. the bundled models/assets/default_kie/ser) "
                                       "turned back into one (training.store.checkpoint_from_export)")
@@ -254,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             ser_cfg = ser_cfg.replace(epochs=args.ser_epochs)
         if args.ser_lr:
             ser_cfg = ser_cfg.replace(learning_rate=args.ser_lr)
+        if args.augment:
+            ser_cfg = ser_cfg.replace(**_augment_fields(args.augment))
         init = work / "init"
         if args.ser_init and (Path(args.ser_init) / "inference.pdiparams").exists():
             from training.shards import load_manifest

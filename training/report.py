@@ -7,7 +7,8 @@ It runs exported folders (the ones the pipeline runs) through ``models.kie.KiePr
 is exported to a temporary folder first. On the split's gold documents (gold OCR = the labelled lines):
 
 * ``ser_token``: PaddleOCR's token-level SER Hmean (seqeval over every token's BIO tag) with the tokens' argmax,
-  as PaddleOCR computes it, and with the BIO-consistent Viterbi decoding (``ser_token_bio``);
+  as PaddleOCR computes it, and with the tokens the BIO decoder outputs (``ser_token_bio``: constrained Viterbi
+  per line, short runs merged, each entity as ``B-X I-X*``; the tags of the entities the pipeline writes);
 * ``ser_line``: line-level SER P/R/F1 per class and micro over QUESTION/ANSWER/HEADER, for both decoders;
 * ``re_gold``: RE with gold entities: PaddleOCR's RE Hmean (every candidate the model calls linked, gold links
   within a window), the model with one question per answer, and the rule on the same entities, page level;
@@ -213,15 +214,18 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
 
 
 def _bio_token_tags(kie: Any, tk: Any) -> list[str]:
-    """Every token's tag under the BIO decoder, in window order (the token-level metric's input)."""
-    from models.ser_decoding import viterbi_bio
+    """Every token's tag as the BIO decoder outputs it (its entities as ``B-X I-X*`` runs), in window order: the
+    token-level metric's input. Viterbi per line, then :func:`models.ser_decoding.bio_spans`' merges, exactly as
+    ``KiePredictor.entities`` decodes (a line cut across windows is decoded per window here)."""
+    from models.ser_decoding import bio_spans, span_tags, viterbi_bio
 
     tags: list[str] = []
     for w, pr in zip(tk.windows, tk.probs):
         if pr is None:
             continue
         for s, e in w.line_spans:
-            tags += [kie.labels[i] for i in viterbi_bio(pr[s:e], kie.labels)]
+            spans = bio_spans(viterbi_bio(pr[s:e], kie.labels), pr[s:e], kie.labels)
+            tags += span_tags(spans, e - s)
     return tags
 
 

@@ -37,8 +37,17 @@ from paddle.io import DistributedBatchSampler
 from models.features import MODEL_INPUTS, RE_INPUTS, bio_labels
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
 from models.tokenizer import load_tokenizer, train_tokenizer
+from training.augment import Augment, augment_window
 from training.config import TrainConfig, lr_at
-from training.data import LengthBucketSampler, document_texts, encode_documents, re_batch, ser_batch, split_images
+from training.data import (
+    Example,
+    LengthBucketSampler,
+    document_texts,
+    encode_documents,
+    re_batch,
+    ser_batch,
+    split_images,
+)
 from training.evaluate import evaluate_re, evaluate_ser
 from training.losses import udml_total
 from training.progress import ScalarLog, TrainProgress
@@ -149,6 +158,18 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
     if not ser:
         train_ex = [e for e in train_ex if len(e.re.pairs)]  # windows without candidates add no RE loss
     make_batch = ser_batch if ser else re_batch
+    aug = Augment(merge=config.augment_merge, jitter=config.augment_jitter, drop=config.augment_drop,
+                  noise=config.augment_noise)
+    label2id = {n: i for i, n in enumerate(bio_labels(labels))}
+
+    def train_examples(indices: list[int]) -> list[Example]:
+        """The batch's examples, each window rebuilt by ``training.augment`` when augmentation is on."""
+        if not aug.active:
+            return [train_ex[i] for i in indices]
+        rng = np.random.default_rng([config.seed, rank, step])  # per step: a resumed run draws the same
+        return [dataclasses.replace(train_ex[i], window=augment_window(
+            train_ex[i].window, train_docs[train_ex[i].doc], tokenizer, label2id, rng, aug, max_len=config.max_len))
+            for i in indices]
     keys = MODEL_INPUTS + (("labels",) if ser else (*RE_INPUTS, "pair_labels")) + (("image",) if visual else ())
 
     # ---------------------------------------------------------------- optimizer (PaddleOCR: AdamW, no decay)
@@ -216,8 +237,7 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
         for indices in list(sampler)[skip:]:
             if step >= total_steps:
                 break
-            batch = {k: paddle.to_tensor(v) for k, v in make_batch([train_ex[i] for i in indices]).items()
-                     if k in keys}
+            batch = {k: paddle.to_tensor(v) for k, v in make_batch(train_examples(indices)).items() if k in keys}
             lr = lr_at(step, config, steps_per_epoch)
             optimizer.set_lr(lr)
 

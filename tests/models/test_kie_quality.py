@@ -14,7 +14,7 @@ from models.features import PAIR_FEATURES, batch_windows, build_windows, entity_
 from models.kie import KiePredictor, PageTokens
 from models.layoutxlm import LayoutXLMConfig, ReHeadModel, SerModel
 from models.linker import RuleConfig, link_by_rule
-from models.ser_decoding import bio_spans, split_box, token_char_spans, viterbi_bio
+from models.ser_decoding import bio_spans, span_tags, split_box, token_char_spans, viterbi_bio
 from models.text_recognizer import ctc_greedy_decode
 from models.tokenizer import load_tokenizer
 from schemas.records import OcrLine, PageOcr
@@ -59,6 +59,17 @@ def test_line_with_key_and_value_splits_into_two_entities_with_sub_boxes():
     # A stray one-token run inside an entity does not split it.
     stray = bio_spans(np.array([1, 2, 3, 2, 2]), np.full((5, 5), 0.2), labels)
     assert [(s.label, s.start, s.end) for s in stray] == [("Q", 0, 5)]
+
+
+def test_decoder_token_tags_are_its_entities():
+    # What the token-level metric reads for the BIO decoder: the entities it outputs, as B-X I-X* runs, so a stray
+    # token merged into an entity and a key/value split show up exactly as the pipeline writes them.
+    labels = ["O", "B-Q", "I-Q", "B-A", "I-A"]
+    stray = bio_spans(np.array([1, 2, 3, 2, 2, 0]), np.full((6, 5), 0.2), labels)
+    assert span_tags(stray, 6) == ["B-Q", "I-Q", "I-Q", "I-Q", "I-Q", "O"]
+    split = bio_spans(np.array([1, 2, 3, 4]), np.full((4, 5), 0.2), labels)
+    assert span_tags(split, 4) == ["B-Q", "I-Q", "B-A", "I-A"]
+    assert span_tags([], 2) == ["O", "O"]
 
 
 def test_token_char_spans_survive_normalised_pieces():

@@ -1,0 +1,149 @@
+"""SER training augmentation (training.augment) on constructed pages, and a training run that uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.features import bio_labels, build_windows, normalize_box
+from models.tokenizer import load_tokenizer
+from schemas.annotations import KieDocument, KieLine
+from training.augment import Augment, augment_window, merge_parts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LABELS = bio_labels(["OTHER", "QUESTION", "ANSWER", "HEADER"])
+L2I = {n: i for i, n in enumerate(LABELS)}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(ROOT / "models" / "assets" / "default_kie" / "ser")  # the bundled tokenizer
+
+
+def _line(text, label, box, i):
+    x0, y0, x1, y1 = box
+    return KieLine(text, label, ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), box, i)
+
+
+def _doc():
+    # Row 1: key and value close together; row 2: key and a value far to the right; row 3: a header alone.
+    lines = (_line("姓名：", "QUESTION", (100, 100, 220, 140), 0), _line("张三", "ANSWER", (240, 100, 330, 140), 1),
+             _line("地址", "QUESTION", (100, 300, 180, 340), 2), _line("北京", "ANSWER", (700, 300, 790, 340), 3),
+             _line("申请表", "HEADER", (400, 500, 560, 550), 4))
+    return KieDocument("constructed.jpg", lines, 1000, 1000)
+
+
+def _window(doc, tokenizer):
+    [w] = build_windows([ln.text for ln in doc.lines], [ln.box for ln in doc.lines], doc.width, doc.height,
+                        tokenizer, line_labels=[ln.label for ln in doc.lines], label2id=L2I)
+    return w
+
+
+def _lines_of(w, tokenizer):
+    pieces = tokenizer.convert_ids_to_tokens([int(i) for i in w.input_ids[:w.num_tokens]])
+    return [("".join(pieces[s:e]), [LABELS[int(x)] for x in w.labels[s:e]], w.bbox[s].tolist())
+            for s, e in w.line_spans]
+
+
+def test_merge_parts_joins_latin_with_a_space_only():
+    assert merge_parts([("Name:", "QUESTION"), ("John", "ANSWER")]) == ("Name: John", [0, 6])
+    parts = [("性别：", "QUESTION"), ("女", "ANSWER"), ("学号：", "QUESTION")]
+    assert merge_parts(parts) == ("性别：女学号：", [0, 3, 4])
+
+
+def test_merge_makes_one_ocr_like_line_with_two_entities(tokenizer):
+    doc = _doc()
+    w = augment_window(_window(doc, tokenizer), doc, tokenizer, L2I, np.random.default_rng(0), Augment(merge=1.0))
+    lines = _lines_of(w, tokenizer)
+    assert len(lines) == 4  # only the close neighbours on row 1 merged
+    text, labels, box = lines[0]
+    # tokenised whole, as the pipeline tokenises an OCR line
+    want = tokenizer.convert_ids_to_tokens(tokenizer.convert_tokens_to_ids(tokenizer.tokenize("姓名：张三")))
+    assert text == "".join(want)
+    n_key = len(tokenizer.tokenize("姓名："))
+    assert labels[0] == "B-QUESTION" and set(labels[1:n_key]) <= {"I-QUESTION"}
+    assert labels[n_key] == "B-ANSWER" and set(labels[n_key + 1:]) <= {"I-ANSWER"}
+    assert box == list(normalize_box((100, 100, 330, 140), 1000, 1000))  # the union, every token
+    assert [ln[1][0] for ln in lines[1:]] == ["B-QUESTION", "B-ANSWER", "B-HEADER"]
+
+
+def test_off_returns_the_window_itself(tokenizer):
+    doc = _doc()
+    w = _window(doc, tokenizer)
+    assert augment_window(w, doc, tokenizer, L2I, np.random.default_rng(0), Augment()) is w
+    assert augment_window(w, doc, tokenizer, L2I, np.random.default_rng(0), Augment(merge=0.0, drop=0.0)) is w
+
+
+def test_jitter_moves_boxes_within_the_page_and_the_bound(tokenizer):
+    doc = _doc()
+    w0 = _window(doc, tokenizer)
+    w = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng(1), Augment(jitter=0.2))
+    assert w.line_spans == w0.line_spans and (w.labels == w0.labels).all() and (w.input_ids == w0.input_ids).all()
+    moved = 0
+    for (s, _), ln in zip(w.line_spans, doc.lines):
+        h = ln.box[3] - ln.box[1]
+        got = w.bbox[s] / 1000 * 1000  # page is 1000x1000: the 0..1000 grid is pixels
+        assert np.all(np.abs(got - np.array(ln.box)) <= 0.2 * h + 1)
+        assert got.min() >= 0 and got.max() <= 1000
+        moved += int(np.any(got != np.array(ln.box)))
+    assert moved >= 4
+
+
+def test_drop_and_noise(tokenizer):
+    doc = _doc()
+    w0 = _window(doc, tokenizer)
+    w = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng(2), Augment(drop=1.0))
+    assert len(w.line_spans) == 1  # never every line
+    w = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng(3), Augment(noise=1.0))
+    n = w0.num_tokens
+    assert w.num_tokens == n and (w.labels[:n] == w0.labels[:n]).all()
+    assert (w.input_ids[:n] != w0.input_ids[:n]).mean() > 0.8
+
+
+def test_same_seed_same_window(tokenizer):
+    doc = _doc()
+    w0 = _window(doc, tokenizer)
+    aug = Augment(merge=0.5, jitter=0.1, drop=0.2, noise=0.1)
+    a = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng([7, 0, 3]), aug)
+    b = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng([7, 0, 3]), aug)
+    assert (a.input_ids == b.input_ids).all() and (a.bbox == b.bbox).all() and (a.labels == b.labels).all()
+
+
+def test_augment_settings_are_checked():
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="augment_merge"):
+        TrainConfig(augment_merge=1.5)
+    with pytest.raises(ValueError, match="SER settings"):
+        TrainConfig(task="re", augment_jitter=0.1)
+
+
+def test_augmented_training_resumes_exactly_and_changes_the_batches(xfund_zh_train, tmp_path):
+    import json
+
+    from training.config import get_preset
+    from training.shards import build_manifest, read_shard, shard_entry, write_shard
+    from training.train import main
+
+    classes = ["OTHER", "QUESTION", "ANSWER", "HEADER"]
+    docs, _ = read_shard(str(xfund_zh_train / "train.json"), classes, image_dir=str(xfund_zh_train / "image"))
+    shard, sizes = str(tmp_path / "shard.txt"), str(tmp_path / "shard.txt.sizes.json")
+    write_shard([d for d in docs if d.name == "zh_train_16.jpg"], shard, sizes_uri=sizes)
+    m = build_manifest([shard_entry(shard, s, sizes_uri=sizes) for s in ("train", "val")], classes)
+    (tmp_path / "manifest.json").write_text(m.to_json())
+    base = get_preset("tiny_ser", manifest=str(tmp_path / "manifest.json"), batch_size=1, epochs=4, max_len=128)
+    aug = base.replace(augment_merge=0.5, augment_jitter=0.1, augment_drop=0.1, augment_noise=0.05)
+
+    def losses(out):
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    main(base.replace(out_dir=str(tmp_path / "plain"), max_steps=3))
+    main(aug.replace(out_dir=str(tmp_path / "full"), max_steps=3))
+    main(aug.replace(out_dir=str(tmp_path / "cut"), max_steps=2))
+    main(aug.replace(out_dir=str(tmp_path / "cut"), max_steps=3, resume=True))
+    assert losses(tmp_path / "cut")[3] == pytest.approx(losses(tmp_path / "full")[3], rel=1e-6)
+    assert losses(tmp_path / "full")[1] != pytest.approx(losses(tmp_path / "plain")[1], rel=1e-3)

@@ -1,0 +1,167 @@
+"""SER training augmentation: the page as an OCR engine would give it, not as the annotator drew it.
+
+Annotated entities are tight, one per line, and a from-scratch model learns them by heart (100% line accuracy on
+its training pages) without learning what the pipeline meets: OCR lines that hold a key and its value at once
+("姓名：曹玉华" for the entities "姓名：" and "曹玉华"), boxes a few pixels off, lines the detector missed, and
+misread characters. :func:`augment_window` rebuilds one training window that way, freshly random at every step:
+
+* ``merge``: two neighbours in reading order on one row (vertical overlap >= half the lower line, horizontal gap
+  under ``merge_gap`` line heights) become one line with this probability: one text (:func:`merge_parts`),
+  one box (the union), and token labels ``B-X I-X... B-Y I-Y...`` from each part's characters
+  (the merged text is tokenised whole, as the pipeline tokenises an OCR line, and every piece takes the label of
+  the part its first character belongs to). Chains merge too ("性别：女学号：").
+* ``jitter``: every box edge moves by up to this fraction of the line height (uniform), clipped to the page.
+* ``drop``: a line is left out with this probability (never every line).
+* ``noise``: a token id is replaced by a random one with this probability (labels unchanged).
+
+The window keeps its place in the epoch (one window in, one window out), so batches, resume and the length
+sampler are unchanged; a window whose rebuild would not fit ``max_len`` (or that holds a line cut across windows)
+is returned as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.features import Window, build_windows, line_label_ids
+from models.ser_decoding import token_char_spans
+from schemas.annotations import KieDocument
+
+__all__ = ["Augment", "merge_parts", "augment_window"]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation probabilities and sizes (all off by default); see the module docstring."""
+
+    merge: float = 0.0
+    merge_gap: float = 1.5
+    jitter: float = 0.0
+    drop: float = 0.0
+    noise: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is on."""
+        return any(v > 0 for v in (self.merge, self.jitter, self.drop, self.noise))
+
+
+def _same_row_neighbours(a: Sequence[float], b: Sequence[float], max_gap: float) -> bool:
+    """``b`` continues ``a`` on its row: vertical overlap >= half the lower height, gap < ``max_gap`` heights."""
+    h = min(a[3] - a[1], b[3] - b[1])
+    if h <= 0:
+        return False
+    overlap = min(a[3], b[3]) - max(a[1], b[1])
+    gap = b[0] - a[2]
+    return overlap >= 0.5 * h and -0.25 * h <= gap <= max_gap * h
+
+
+def _is_latin(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def merge_parts(parts: Sequence[tuple[str, str]]) -> tuple[str, list[int]]:
+    """One line's text from parts ``(text, label)``, and where each part starts in it.
+
+    A space joins two parts only where the right one starts with a Latin letter or digit and the left one ends
+    with an ASCII character (an OCR engine reads that gap as a space; between CJK characters it reads none).
+
+    >>> merge_parts([("姓名：", "QUESTION"), ("曹玉华", "ANSWER")])
+    ('姓名：曹玉华', [0, 3])
+    >>> merge_parts([("Name", "QUESTION"), ("John", "ANSWER")])
+    ('Name John', [0, 5])
+    """
+    text, starts = "", []
+    for t, _ in parts:
+        if text and t and text[-1].isascii() and not text[-1].isspace() and _is_latin(t[0]):
+            text += " "
+        starts.append(len(text))
+        text += t
+    return text, starts
+
+
+def _part_label_ids(pieces: Sequence[str], text: str, starts: Sequence[int], labels: Sequence[str],
+                    label2id: Mapping[str, int]) -> list[int]:
+    """Per piece of a merged line, its BIO label id: the part of its first character; B- on a part's first piece."""
+    ids = line_label_ids(labels, label2id)
+    spans = token_char_spans(list(pieces), text)
+    out, last_part = [], -1
+    for s, _ in spans:
+        part = max(i for i, st in enumerate(starts) if st <= s) if s >= starts[0] else 0
+        b_id, i_id = ids[part]
+        out.append(b_id if part != last_part else i_id)
+        last_part = part
+    return out
+
+
+def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mapping[str, int],  # noqa: ANN001
+                   rng: np.random.Generator, aug: Augment, *, max_len: int = 512) -> Window:
+    """One training window rebuilt with ``aug`` (see the module docstring); labels are required.
+
+    Args:
+        window: a window of ``doc`` (``models.features.build_windows`` with line labels).
+        doc: its document.
+        tokenizer: the model's tokenizer.
+        label2id: BIO label map.
+        rng: the random source (seed it per step for a reproducible, resumable run).
+        aug: what to do.
+        max_len: the window length.
+
+    Returns:
+        The new window, or ``window`` itself when it cannot be rebuilt within ``max_len``.
+    """
+    if not aug.active or not window.line_ids or len(set(window.line_ids)) != len(window.line_ids):
+        return window
+    lines = [doc.lines[k] for k in window.line_ids]
+    line_ids = {id(ln): _ids(tokenizer, ln.text) for ln in lines}
+    if any(e - s != len(line_ids[id(ln)]) for ln, (s, e) in zip(lines, window.line_spans)):
+        return window  # a line cut across windows: leave the window as built
+    keep = [ln for ln in lines if rng.random() >= aug.drop] if aug.drop > 0 else list(lines)
+    if not keep:
+        keep = [lines[int(rng.integers(len(lines)))]]
+
+    # Merge neighbours on one row into groups of (text, label, box) parts.
+    groups: list[list] = []
+    for ln in keep:
+        if (groups and aug.merge > 0 and _same_row_neighbours(groups[-1][-1].box, ln.box, aug.merge_gap)
+                and rng.random() < aug.merge):
+            groups[-1].append(ln)
+        else:
+            groups.append([ln])
+
+    texts, boxes, token_ids, token_labels = [], [], [], []
+    for g in groups:
+        box = (min(ln.box[0] for ln in g), min(ln.box[1] for ln in g),
+               max(ln.box[2] for ln in g), max(ln.box[3] for ln in g))
+        if aug.jitter > 0:
+            h = max(box[3] - box[1], 1)
+            d = rng.uniform(-aug.jitter, aug.jitter, 4) * h
+            x0, y0 = min(max(box[0] + d[0], 0), doc.width - 1), min(max(box[1] + d[1], 0), doc.height - 1)
+            box = (x0, y0, min(max(box[2] + d[2], x0 + 1), doc.width), min(max(box[3] + d[3], y0 + 1), doc.height))
+        if len(g) == 1:
+            text, ids, labs = g[0].text, line_ids[id(g[0])], None
+        else:
+            text, starts = merge_parts([(ln.text, ln.label) for ln in g])
+            pieces = tokenizer.tokenize(text)
+            ids = list(tokenizer.convert_tokens_to_ids(pieces))
+            labs = _part_label_ids(pieces, text, starts, [ln.label for ln in g], label2id)
+        if aug.noise > 0 and ids:
+            hit = rng.random(len(ids)) < aug.noise
+            ids = [int(rng.integers(5, len(tokenizer))) if h else t for t, h in zip(ids, hit)]
+        texts.append(text)
+        boxes.append(box)
+        token_ids.append(ids)
+        token_labels.append(labs)
+    if sum(map(len, token_ids)) > max_len:
+        return window
+    line_labels = [g[0].label if len(g) == 1 else None for g in groups]
+    out = build_windows(texts, boxes, doc.width, doc.height, None, line_labels=line_labels, label2id=label2id,
+                        max_len=max_len, clip=True, token_ids=token_ids, token_label_ids=token_labels)
+    return out[0] if len(out) == 1 else window
+
+
+def _ids(tokenizer, text: str) -> list[int]:  # noqa: ANN001
+    return list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))) if text else []
