@@ -72,3 +72,12 @@ def tiny_kie_dirs(tmp_path_factory) -> tuple[Path, Path]:
     ser_dir = export_inference(SerModel(cfg, num_labels=7), root / "ser", tokenizer_dir=tok)
     re_dir = export_inference(ReModel(cfg), root / "re", tokenizer_dir=tok)
     return ser_dir, re_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_layoutxlm_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """``(ser_dir, re_dir)``: exported tiny random-weight LayoutXLM models with the visual backbone (seed 11, RE
+    "linked" logit +2 so that some pairs are linked), built once for the pipeline and evaluation tests."""
+    from tiny_layoutxlm import export_tiny_layoutxlm
+
+    return export_tiny_layoutxlm(tmp_path_factory.mktemp("tiny_layoutxlm"), seed=11, link_bias=2.0)

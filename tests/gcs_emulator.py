@@ -23,7 +23,14 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def gcs_emulator(bucket: str) -> Iterator[str]:
-    """Starts an in-memory emulator with ``bucket``; yields the value for ``STORAGE_EMULATOR_HOST``."""
+    """Starts an in-memory emulator with ``bucket``; yields the value for ``STORAGE_EMULATOR_HOST``.
+
+    Settles Beam's GCS credentials first, as the launcher does, so that the first ``gs://`` access of a test process
+    (often :func:`put`, before any pipeline runs) does not sit through Beam's ~24 s of credential-lookup retries.
+    """
+    from pipelines.options import _gcs_credentials_or_anonymous
+
+    _gcs_credentials_or_anonymous()
     port = _free_port()
     exe = Path(sys.executable).parent / "gcp-storage-emulator"
     proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port),

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_pipeline_extract import _check_accounting, _table
-from tiny_layoutxlm import export_tiny_layoutxlm
 
 from models.paddle_infer import InferenceOptions
 from pipelines.extract import run
@@ -22,12 +21,7 @@ RUNNER = "--runner=FnApiRunner"
 
 
 @pytest.fixture(scope="module")
-def layoutxlm_dirs(tmp_path_factory):
-    return export_tiny_layoutxlm(tmp_path_factory.mktemp("layoutxlm"), seed=11, link_bias=2.0)
-
-
-@pytest.fixture(scope="module")
-def layoutxlm_run(tmp_path_factory, xfund_zh_train, layoutxlm_dirs) -> Path:
+def layoutxlm_run(tmp_path_factory, xfund_zh_train, tiny_layoutxlm_dirs) -> Path:
     """Three real XFUND page crops and one file that is not an image, through OCR + LayoutXLM SER + RE."""
     root = tmp_path_factory.mktemp("lx_corpus")
     (root / "in").mkdir()
@@ -35,7 +29,7 @@ def layoutxlm_run(tmp_path_factory, xfund_zh_train, layoutxlm_dirs) -> Path:
         im = Image.open(xfund_zh_train / "image" / f"zh_train_{i}.jpg").convert("RGB").crop((300, 150, 2200, 900))
         im.resize((im.width // 2, im.height // 2)).save(root / "in" / f"p{i}.jpg", quality=92)
     (root / "in" / "bad.jpg").write_bytes(b"not a jpeg")
-    ser, re_dir = layoutxlm_dirs
+    ser, re_dir = tiny_layoutxlm_dirs
     out = root / "out"
     result = run([f"--input={root / 'in' / '*'}", f"--output={out}", "--run_id=lx", f"--ser_model_dir={ser}",
                   f"--re_model_dir={re_dir}", "--ocr_batch_size=2", RUNNER])
@@ -43,11 +37,11 @@ def layoutxlm_run(tmp_path_factory, xfund_zh_train, layoutxlm_dirs) -> Path:
     return out
 
 
-def test_layoutxlm_run_writes_entities_and_pairs(layoutxlm_run, layoutxlm_dirs):
+def test_layoutxlm_run_writes_entities_and_pairs(layoutxlm_run, tiny_layoutxlm_dirs):
     from pipelines.inspect_output import check_output
 
     out = layoutxlm_run
-    assert kie_needs_image(*map(str, layoutxlm_dirs))
+    assert kie_needs_image(*map(str, tiny_layoutxlm_dirs))
     docs = {d["doc_id"]: d for d in _table(out, "documents", "lx")}
     errors = _table(out, "errors", "lx")
     _check_accounting(list(docs.values()), errors, 4)
@@ -74,8 +68,8 @@ def _page(image=None, kie_image=None) -> PageOutcome:
                        ocr=PageOcr(width=400, height=300, lines=(line, line)), image=image, kie_image=kie_image)
 
 
-def test_a_page_without_its_image_fails_clearly_and_the_thumbnail_is_small(layoutxlm_dirs, tiny_kie_dirs):
-    ser, re_dir = map(str, layoutxlm_dirs)
+def test_a_page_without_its_image_fails_clearly_and_the_thumbnail_is_small(tiny_layoutxlm_dirs, tiny_kie_dirs):
+    ser, re_dir = map(str, tiny_layoutxlm_dirs)
     assert not kie_needs_image(*map(str, tiny_kie_dirs))  # VI folders: OCR keeps no image
     assert kie_needs_image(str(tiny_kie_dirs[0]), re_dir) and not kie_needs_image(str(tiny_kie_dirs[0]), "rule")
     from transforms.inference import LoadedModel, _with_ocr_and_thumbnail

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny_layoutxlm import export_tiny_layoutxlm, xfund_manifests
+from tiny_layoutxlm import xfund_manifests
 
 from training import cli
 
 
 @pytest.fixture(scope="module")
-def manifests(xfund_zh_train, tmp_path_factory):
+def manifests(xfund_zh_train, tmp_path_factory, tiny_layoutxlm_dirs):
     folder = tmp_path_factory.mktemp("lx_eval")
     docs, _, _ = xfund_manifests(folder, xfund_zh_train, ("test",))
-    ser, re_dir = export_tiny_layoutxlm(folder / "models", seed=11, link_bias=2.0)
+    ser, re_dir = tiny_layoutxlm_dirs
     return folder, ser, re_dir, docs
 
 
