@@ -173,6 +173,8 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     from training.shards import load_manifest, load_split
 
     manifest = str(work / "manifest.json")
+    old_meta = out / "ser" / "metadata.json"
+    previous = json.loads(old_meta.read_text()) if old_meta.exists() else {}  # the model being replaced
     export_inference(work / "ser" / "best", out / "ser")
     export_inference(work / "re" / "best", out / "re")
     meta_path = out / "ser" / "metadata.json"
@@ -195,12 +197,17 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     kie(pages)
     report["kie_ms_per_page"] = round((time.perf_counter() - t0) * 1000 / len(pages), 1)
     sizes = {str(f.relative_to(out)): f.stat().st_size for f in sorted(out.rglob("*")) if f.is_file()}
-    stages = [command.replace("--stage export", f"--stage {st}") for st in ("ser", "re", "export")]
-    record = {"command": " && ".join(stages) if "--stage export" in command else command,
+    stages = _read_stages(work)
+    history = list(previous.get("command_history") or []) if any("--ser_init" in st["command"] for st in stages) else []
+    history += [f"{st['command']}  # {st['seconds'] / 60:.0f} min" for st in stages] + [command]
+    record = {"command": " && ".join([st["command"] for st in stages] + [command]),
+              "command_history": history,
               "train_seconds": {k: round(v, 1) for k, v in timings.items()},
               "evaluation": report, "bytes": sizes,
               "validation_split": "model selection: XFUND zh train documents 139..148; every number in "
                                   "'evaluation': documents 0..29 (never trained or tuned on)"}
+    if previous.get("evaluation"):
+        record["previous_model_evaluation"] = previous["evaluation"]
     for task in ("ser", "re"):
         path = out / task / "metadata.json"
         meta = json.loads(path.read_text())
@@ -210,6 +217,19 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     print(format_report(report))
     print(json.dumps({"kie_ms_per_page": report["kie_ms_per_page"], "bytes": sum(sizes.values())}))
     return report
+
+
+def _record_stage(work: Path, command: str, seconds: float) -> None:
+    """Appends a finished training stage to ``work/stages.json`` (the export writes them into the metadata)."""
+    path = work / "stages.json"
+    stages = json.loads(path.read_text()) if path.exists() else []
+    stages.append({"command": command, "seconds": round(seconds, 1)})
+    path.write_text(json.dumps(stages, indent=1))
+
+
+def _read_stages(work: Path) -> list[dict[str, Any]]:
+    path = work / "stages.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _augment_fields(items: list[str]) -> dict[str, float]:
@@ -284,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         train_main(ser_cfg.replace(init_from=str(init)))
         timings["ser_seconds"] = timings.get("ser_seconds", 0.0) + time.perf_counter() - t0
         timings_path.write_text(json.dumps(timings))
+        _record_stage(work, command.replace("--stage all", "--stage ser"), time.perf_counter() - t0)
     if args.stage in ("re", "all"):
         from training.re_head import train_re_head
 
@@ -295,8 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         train_re_head(re_cfg)
         timings["re_seconds"] = time.perf_counter() - t0
         timings_path.write_text(json.dumps(timings))
+        _record_stage(work, command.replace("--stage all", "--stage re"), time.perf_counter() - t0)
     if args.stage in ("export", "all"):
-        _export_default(work, out, command, timings, calibrate=args.calibrate)
+        _export_default(work, out, command.replace("--stage all", "--stage export"), timings,
+                        calibrate=args.calibrate)
     return 0
 
 

@@ -147,3 +147,11 @@ def test_augmented_training_resumes_exactly_and_changes_the_batches(xfund_zh_tra
     main(aug.replace(out_dir=str(tmp_path / "cut"), max_steps=3, resume=True))
     assert losses(tmp_path / "cut")[3] == pytest.approx(losses(tmp_path / "full")[3], rel=1e-6)
     assert losses(tmp_path / "full")[1] != pytest.approx(losses(tmp_path / "plain")[1], rel=1e-3)
+
+
+def test_default_model_augment_flag():
+    from training.default_model import _augment_fields
+
+    assert _augment_fields(["merge=0.5", "noise=0.03"]) == {"augment_merge": 0.5, "augment_noise": 0.03}
+    with pytest.raises(SystemExit, match="expected merge=P"):
+        _augment_fields(["blur=1"])
