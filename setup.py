@@ -40,6 +40,8 @@ EXTRAS_REQUIRE = {
     "test": [
         "pytest==8.4.2",
         "pytest-timeout==2.4.0",
+        "pytest-xdist==3.8.0",  # pyproject's addopts run the suite in 2 worker processes
+        "execnet==2.1.2",  # pytest-xdist's own dependency, pinned with it
         "gcp-storage-emulator==2026.7.19",
         "duckdb==2.0.1",
         "ruff==0.17.6",
