@@ -121,6 +121,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="accept a --checkpoint folder without SHA256SUMS (only files you trust)")
     p.add_argument("--paddleocr_compat", action="store_true",
                    help="also score as PaddleOCR's eval would: first 512 tokens only, its RE chunk rule")
+    p.add_argument("--kie_precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="report: the SER/RE programs' precision, as the pipeline's flag (auto: bf16 on a bf16 CPU)")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -134,7 +136,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         from training.report import evaluate_report, format_report
 
         report = evaluate_report(args.ser_dir or args.checkpoint, args.re_dir, args.manifest, args.split,
-                                 end2end=args.end2end, limit=args.limit)
+                                 end2end=args.end2end, limit=args.limit, kie_precision=args.kie_precision)
         print(format_report(report))
         text = json.dumps(report, indent=2, default=str)
         if args.out:

@@ -120,7 +120,7 @@ def _export_if_needed(folder: str | None, tmp: Path, name: str) -> str | None:
 
 
 def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str = "test", *,
-                    end2end: bool = False, limit: int = 0) -> dict[str, Any]:
+                    end2end: bool = False, limit: int = 0, kie_precision: str = "auto") -> dict[str, Any]:
     """Every metric of the module docstring on one split of a manifest.
 
     Args:
@@ -130,11 +130,14 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
         split: ``train``, ``val`` or ``test``.
         end2end: also OCR the split's page images (shards need an ``image_dir``).
         limit: at most this many documents (0 = all).
+        kie_precision: the SER/RE programs' precision request (``models.backends``; the report records the
+            runtime it resolved to as ``kie_runtime``).
 
     Returns:
         One JSON-ready dict of every number.
     """
     from models.kie import KiePredictor
+    from models.paddle_infer import InferenceOptions
     from models.tokenizer import load_tokenizer
     from training.shards import load_manifest, load_split
 
@@ -147,7 +150,7 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
     with tempfile.TemporaryDirectory() as tmp:
         ser_dir = _export_if_needed(ser_dir, Path(tmp), "ser")
         re_dir = _export_if_needed(re_dir, Path(tmp), "re")
-        kie = KiePredictor.from_dirs(ser_dir, re_dir)
+        kie = KiePredictor.from_dirs(ser_dir, re_dir, inference=InferenceOptions(precision=kie_precision))
         tokenizer = load_tokenizer(ser_dir)
         label2id = {n: i for i, n in enumerate(kie.labels)}
         if kie.labels != bio_labels(m.labels):
@@ -156,7 +159,8 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
         images = split_images(m, split, docs, required=True) if kie.needs_image else None
         toks = kie.tokens(pages, images)
         report: dict[str, Any] = {"split": split, "documents": len(docs), "skipped": len(skips),
-                                  "ser_dir": str(ser_dir), "re_dir": str(re_dir), "model_decode": kie.decode}
+                                  "ser_dir": str(ser_dir), "re_dir": str(re_dir), "model_decode": kie.decode,
+                                  "kie_runtime": kie.runtime}
 
         # SER, token level (PaddleOCR's metric) and line level.
         gold_tags, argmax_tags, bio_tags = [], [], []
@@ -271,7 +275,7 @@ def format_report(r: dict[str, Any]) -> str:
             return "   -      -      -  "
         return f"{d['precision']:.3f}  {d['recall']:.3f}  {d.get('hmean', d.get('f1', 0)):.3f}"
 
-    rows = [f"{'metric':<44}{'P':>6}{'R':>7}{'F1':>7}",
+    rows = [f"SER/RE runtime: {r.get('kie_runtime') or '-'}", f"{'metric':<44}{'P':>6}{'R':>7}{'F1':>7}",
             f"{'SER token Hmean (PaddleOCR, argmax)':<44}{f(r['ser_token'])}",
             f"{'SER token Hmean (BIO decoding)':<44}{f(r['ser_token_bio'])}",
             f"{'SER line micro Q/A/H (vote)':<44}{f(r['ser_line']['vote']['micro'])}",
