@@ -180,7 +180,8 @@ def paddle_config(program: Path, params: Path, options: InferenceOptions, runtim
             if options.mkldnn_cache_capacity:
                 config.set_mkldnn_cache_capacity(options.mkldnn_cache_capacity)
             if runtime.precision == "bf16":
-                config.enable_onednn_bfloat16()
+                with _without_native_notice(_BF16_NOTICE):
+                    config.enable_onednn_bfloat16()
         else:
             config.disable_mkldnn()
     if program.suffix == ".json":
@@ -193,6 +194,33 @@ def paddle_config(program: Path, params: Path, options: InferenceOptions, runtim
     config.disable_glog_info()
     config.switch_use_feed_fetch_ops(False)
     return config
+
+
+_BF16_NOTICE = b"Hardware support for BFLOAT16 is enabled"  # glog INFO from Config.enable_onednn_bfloat16()
+
+
+@contextmanager
+def _without_native_notice(notice: bytes) -> Iterator[None]:
+    """Runs a native call with its stderr (fd 2) captured; every captured line but ``notice`` is written back.
+
+    Paddle's C++ code logs some notices through glog before ``disable_glog_info`` can apply (the bf16 one on every
+    SER/RE predictor of a bf16 CPU); nothing a user can act on, so only that line is dropped."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [ln for ln in captured.read().splitlines(keepends=True) if notice not in ln]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _trt_root(options: InferenceOptions) -> Path:
