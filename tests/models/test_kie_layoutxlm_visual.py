@@ -230,7 +230,7 @@ def test_paddleocr_ser_folder_loads_matches_and_exports(tiny_paddlenlp_backbone,
     assert meta["family"] == "layoutxlm" and meta["needs_image"] is True
     assert meta["input_names"] == ["input_ids", "bbox", "attention_mask", "token_type_ids", "image"]
     assert meta["image"]["size"] == [224, 224]
-    pred = PaddlePredictor(out, InferenceOptions())
+    pred = PaddlePredictor(out, InferenceOptions(precision="fp32"))
     logits = pred.run([ids, bbox, mask, np.zeros_like(ids), image])[0]
     assert np.abs(logits - got).max() < 1e-4
 
@@ -259,7 +259,7 @@ def test_paddleocr_re_folder_loads_matches_and_exports(tiny_paddlenlp_backbone, 
     out = export_inference(ck, tmp_path / "export")
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["input_names"][-3:] == ["image", "entities", "pairs"] and meta["needs_image"] is True
-    pred = PaddlePredictor(out, InferenceOptions())
+    pred = PaddlePredictor(out, InferenceOptions(precision="fp32"))
     exported = pred.run([ids, bbox, mask, np.zeros_like(ids), image, entities, pairs])[0]
     assert np.abs(exported - got).max() < 1e-4
 

@@ -12,6 +12,7 @@ from models.checkpoint import export_inference
 from models.features import build_re_inputs, build_windows
 from models.kie import KiePredictor, select_pairs, vote_line_labels
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
+from models.paddle_infer import InferenceOptions
 from models.tokenizer import load_tokenizer
 from schemas.records import OcrLine, PageOcr
 
@@ -92,7 +93,7 @@ def test_predictor_matches_dynamic_model_decoding(tmp_path, tiny_kie_dirs):
     re.eval()
     kie = KiePredictor.from_dirs(export_inference(ser, tmp_path / "ser", tokenizer_dir=tok_dir, max_len=64),
                                  export_inference(re, tmp_path / "re", tokenizer_dir=tok_dir, max_len=64),
-                                 batch_size=3)
+                                 batch_size=3, inference=InferenceOptions(precision="fp32"))  # == dynamic fp32
     page = _page(repeat=3)  # ~250 tokens: several 64-token windows
     (out,) = kie([page])
     tokenizer = load_tokenizer(tok_dir)

@@ -14,6 +14,7 @@ from models.features import PAIR_FEATURES, batch_windows, build_windows, entity_
 from models.kie import KiePredictor, PageTokens
 from models.layoutxlm import LayoutXLMConfig, ReHeadModel, SerModel
 from models.linker import RuleConfig, link_by_rule
+from models.paddle_infer import InferenceOptions
 from models.ser_decoding import bio_spans, span_tags, split_box, token_char_spans, viterbi_bio
 from models.text_recognizer import ctc_greedy_decode
 from models.tokenizer import load_tokenizer
@@ -170,7 +171,8 @@ def _export_pair(tmp_path, tok_dir, fingerprint_of=None):
 def test_geometric_head_export_matches_dynamic_and_checks_its_encoder(tmp_path, tiny_kie_dirs):
     tok_dir = tiny_kie_dirs[0]
     ser, head, ser_dir, re_dir = _export_pair(tmp_path, tok_dir)
-    kie = KiePredictor.from_dirs(ser_dir, re_dir, decode="bio")
+    # parity with the dynamic graph: fp32 (auto would run bf16 on a bf16 CPU)
+    kie = KiePredictor.from_dirs(ser_dir, re_dir, decode="bio", inference=InferenceOptions(precision="fp32"))
     lines = [OcrLine(t, 0.9, ((x, y), (x + 150, y), (x + 150, y + 20), (x, y + 20)), (x, y, x + 150, y + 20))
              for t, x, y in [("姓名：", 50, 50), ("张三", 220, 50), ("性别：", 50, 100), ("男", 220, 100),
                              ("Date of birth:", 50, 150), ("01/02/1990", 220, 150)]]
