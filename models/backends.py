@@ -53,8 +53,11 @@ class InferenceOptions:
         concurrency: at most this many native predictors (each with its own weights) serve concurrent calls;
             further callers wait. 1 serialises calls, which suits one GPU or a CPU already using all its threads.
         mkldnn_cache_capacity: oneDNN's per-predictor cache of input shapes (``Config.set_mkldnn_cache_capacity``,
-            PaddleOCR sets 10); 0 leaves Paddle's default (unbounded). Measured with Paddle 3.3.1 it does not bound
-            memory (bench/README.md); bounding the input shapes (the recognizer's ``width_bucket``) does.
+            PaddleOCR sets 10); 0 leaves the role's default. OCR (Paddle 3.3.1): Paddle's (unbounded), and a
+            capacity does not bound the detector's and recognizer's memory (bench/README.md); bounding their
+            input shapes (the recognizer's ``width_bucket``) does. SER/RE: 0 runs them with
+            ``models.kie.KIE_MKLDNN_CACHE_CAPACITY``, which does bound their memory (unbounded, a base-size model
+            kept ~0.3 GiB per window shape; README, Benchmarks); any other value is used as given.
         backend: ``"auto"``, ``"paddle"`` or ``"openvino"`` for OCR detection/recognition (``--ocr_backend``);
             SER/RE always run on Paddle. ``auto``: see :mod:`models.backends`.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` (CPU) or ``"fp16"`` (GPU TensorRT) (``--ocr_precision``,

@@ -35,7 +35,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,9 @@ __all__ = ["KiePredictor", "PageTokens", "KieEntity", "vote_line_labels", "selec
 
 _EXTRA_FILES = (LABELS_FILE, METADATA_FILE, TOKENIZER_FILE)
 _DEFAULT_OPTIONS = InferenceOptions()
+KIE_MKLDNN_CACHE_CAPACITY = 4
+"""oneDNN input-shape cache of each SER/RE predictor when ``InferenceOptions.mkldnn_cache_capacity`` is 0 (unset).
+Unbounded (Paddle's default), a base-size model kept ~0.3 GiB per window shape it had seen (README, Benchmarks)."""
 RULE = "rule"
 """``re_dir`` value that selects the geometric rule instead of an RE model."""
 DECODERS = ("vote", "bio")
@@ -217,7 +220,8 @@ class KiePredictor:
             ser_dir: exported SER folder (``models.checkpoint.export_inference``).
             re_dir: exported RE folder (PaddleOCR layout or a geometric head), ``"rule"`` for the geometric rule,
                 or None for no pairs.
-            inference: device / oneDNN / threads / ``allow_unverified``.
+            inference: device / oneDNN / threads / ``allow_unverified``; ``mkldnn_cache_capacity`` 0 (unset) runs
+                SER/RE with :data:`KIE_MKLDNN_CACHE_CAPACITY`, any other value as given.
             batch_size: windows per model call.
             decode: ``"vote"`` or ``"bio"``; default: the SER folder's ``metadata.json`` ``decode`` (``bio`` for
                 models trained here), else ``"vote"`` (PaddleOCR's).
@@ -229,6 +233,8 @@ class KiePredictor:
             ValueError: a folder that fails verification, is not the right task, an RE model whose tokenizer or
                 window length differ from the SER model's, or a geometric head trained on another encoder.
         """
+        if not inference.mkldnn_cache_capacity:
+            inference = replace(inference, mkldnn_cache_capacity=KIE_MKLDNN_CACHE_CAPACITY)
         ser = PaddlePredictor(ser_dir, inference, extra_files=_EXTRA_FILES)
         ser_dir = Path(ser_dir)
         meta, labels = _read_json(ser_dir, METADATA_FILE), _read_json(ser_dir, LABELS_FILE)
