@@ -160,8 +160,9 @@ def bio_spans(path: np.ndarray, probs: np.ndarray, labels: Sequence[str], *, min
 
 
 def span_tags(spans: Sequence[Span], n_tokens: int) -> list[str]:
-    """The decoder's token labels of one line: ``B-X`` on each entity's first token, ``I-X`` on the rest, ``O``
-    outside every entity (what PaddleOCR's token-level metric reads, for the entities the decoder outputs).
+    """Token labels of decoded entities: ``B-X`` on each entity's first token, ``I-X`` on the rest, ``O`` outside
+    every entity (what PaddleOCR's token-level metric reads). ``spans`` are anything with ``label``, ``start`` and
+    ``end`` over ``n_tokens`` tokens: a line's :class:`Span` s, or a window's ``models.kie.KieEntity`` s.
 
     >>> span_tags([Span("QUESTION", 0, 2, 1.0), Span("ANSWER", 2, 4, 1.0)], 5)
     ['B-QUESTION', 'I-QUESTION', 'B-ANSWER', 'I-ANSWER', 'O']

@@ -21,12 +21,13 @@ is returned as it is.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import Window, build_windows, line_label_ids
+from models.features import Window, build_windows, line_label_ids, tokenize_lines
 from models.ser_decoding import token_char_spans
 from schemas.annotations import KieDocument
 
@@ -63,19 +64,19 @@ def _is_latin(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
 
 
-def merge_parts(parts: Sequence[tuple[str, str]]) -> tuple[str, list[int]]:
-    """One line's text from parts ``(text, label)``, and where each part starts in it.
+def merge_parts(parts: Sequence[str]) -> tuple[str, list[int]]:
+    """One line's text from the texts of its parts, and where each part starts in it.
 
     A space joins two parts only where the right one starts with a Latin letter or digit and the left one ends
     with an ASCII character (an OCR engine reads that gap as a space; between CJK characters it reads none).
 
-    >>> merge_parts([("姓名：", "QUESTION"), ("曹玉华", "ANSWER")])
+    >>> merge_parts(["姓名：", "曹玉华"])
     ('姓名：曹玉华', [0, 3])
-    >>> merge_parts([("Name", "QUESTION"), ("John", "ANSWER")])
+    >>> merge_parts(["Name", "John"])
     ('Name John', [0, 5])
     """
     text, starts = "", []
-    for t, _ in parts:
+    for t in parts:
         if text and t and text[-1].isascii() and not text[-1].isspace() and _is_latin(t[0]):
             text += " "
         starts.append(len(text))
@@ -90,7 +91,7 @@ def _part_label_ids(pieces: Sequence[str], text: str, starts: Sequence[int], lab
     spans = token_char_spans(list(pieces), text)
     out, last_part = [], -1
     for s, _ in spans:
-        part = max(i for i, st in enumerate(starts) if st <= s) if s >= starts[0] else 0
+        part = max(bisect_right(starts, s) - 1, 0)
         b_id, i_id = ids[part]
         out.append(b_id if part != last_part else i_id)
         last_part = part
@@ -116,8 +117,8 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
     if not aug.active or not window.line_ids or len(set(window.line_ids)) != len(window.line_ids):
         return window
     lines = [doc.lines[k] for k in window.line_ids]
-    line_ids = {id(ln): _ids(tokenizer, ln.text) for ln in lines}
-    if any(e - s != len(line_ids[id(ln)]) for ln, (s, e) in zip(lines, window.line_spans)):
+    tokens = dict(zip(lines, tokenize_lines([ln.text for ln in lines], tokenizer)))  # each line's token ids
+    if any(e - s != len(tokens[ln]) for ln, (s, e) in zip(lines, window.line_spans)):
         return window  # a line cut across windows: leave the window as built
     keep = [ln for ln in lines if rng.random() >= aug.drop] if aug.drop > 0 else list(lines)
     if not keep:
@@ -142,9 +143,9 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
             x0, y0 = min(max(box[0] + d[0], 0), doc.width - 1), min(max(box[1] + d[1], 0), doc.height - 1)
             box = (x0, y0, min(max(box[2] + d[2], x0 + 1), doc.width), min(max(box[3] + d[3], y0 + 1), doc.height))
         if len(g) == 1:
-            text, ids, labs = g[0].text, line_ids[id(g[0])], None
+            text, ids, labs = g[0].text, tokens[g[0]], None
         else:
-            text, starts = merge_parts([(ln.text, ln.label) for ln in g])
+            text, starts = merge_parts([ln.text for ln in g])
             pieces = tokenizer.tokenize(text)
             ids = list(tokenizer.convert_tokens_to_ids(pieces))
             labs = _part_label_ids(pieces, text, starts, [ln.label for ln in g], label2id)
@@ -161,7 +162,3 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
     out = build_windows(texts, boxes, doc.width, doc.height, None, line_labels=line_labels, label2id=label2id,
                         max_len=max_len, clip=True, token_ids=token_ids, token_label_ids=token_labels)
     return out[0] if len(out) == 1 else window
-
-
-def _ids(tokenizer, text: str) -> list[int]:  # noqa: ANN001
-    return list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))) if text else []

@@ -221,10 +221,8 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
 
 def _record_stage(work: Path, command: str, seconds: float) -> None:
     """Appends a finished training stage to ``work/stages.json`` (the export writes them into the metadata)."""
-    path = work / "stages.json"
-    stages = json.loads(path.read_text()) if path.exists() else []
-    stages.append({"command": command, "seconds": round(seconds, 1)})
-    path.write_text(json.dumps(stages, indent=1))
+    stages = _read_stages(work) + [{"command": command, "seconds": round(seconds, 1)}]
+    (work / "stages.json").write_text(json.dumps(stages, indent=1))
 
 
 def _read_stages(work: Path) -> list[dict[str, Any]]:

@@ -180,7 +180,7 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
             argmax_tags.append(a)
             for mode in ("vote", "bio"):
                 decoded[mode].append(kie.entities(page, tk, decode=mode))
-            bio_tags.append(_bio_token_tags(kie, tk))
+            bio_tags.append(_bio_token_tags(tk, decoded["bio"][-1][2]))
             gold_lines.append([ln.label if ln.label in _CLASSES else "O" for ln in doc.lines])
             vote_lines.append(decoded["vote"][-1][0])
             bio_lines.append(decoded["bio"][-1][0])
@@ -217,19 +217,15 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
     return report
 
 
-def _bio_token_tags(kie: Any, tk: Any) -> list[str]:
-    """Every token's tag as the BIO decoder outputs it (its entities as ``B-X I-X*`` runs), in window order: the
-    token-level metric's input. Viterbi per line, then :func:`models.ser_decoding.bio_spans`' merges, exactly as
-    ``KiePredictor.entities`` decodes (a line cut across windows is decoded per window here)."""
-    from models.ser_decoding import bio_spans, span_tags, viterbi_bio
+def _bio_token_tags(tk: Any, ents: Sequence[Any]) -> list[str]:
+    """Every token's tag as the BIO decoder output it (``KiePredictor.entities(decode="bio")``: each entity
+    ``B-X I-X*``, the rest ``O``), in window order: the token-level metric's input."""
+    from models.ser_decoding import span_tags
 
     tags: list[str] = []
-    for w, pr in zip(tk.windows, tk.probs):
-        if pr is None:
-            continue
-        for s, e in w.line_spans:
-            spans = bio_spans(viterbi_bio(pr[s:e], kie.labels), pr[s:e], kie.labels)
-            tags += span_tags(spans, e - s)
+    for i, (w, pr) in enumerate(zip(tk.windows, tk.probs)):
+        if pr is not None:
+            tags += span_tags([e for e in ents if e.window == i], w.num_tokens)
     return tags
 
 

@@ -49,9 +49,8 @@ def _lines_of(w, tokenizer):
 
 
 def test_merge_parts_joins_latin_with_a_space_only():
-    assert merge_parts([("Name:", "QUESTION"), ("John", "ANSWER")]) == ("Name: John", [0, 6])
-    parts = [("性别：", "QUESTION"), ("女", "ANSWER"), ("学号：", "QUESTION")]
-    assert merge_parts(parts) == ("性别：女学号：", [0, 3, 4])
+    assert merge_parts(["Name:", "John"]) == ("Name: John", [0, 6])
+    assert merge_parts(["性别：", "女", "学号："]) == ("性别：女学号：", [0, 3, 4])
 
 
 def test_merge_makes_one_ocr_like_line_with_two_entities(tokenizer):
