@@ -5,12 +5,14 @@ Two decoders, chosen per predictor (``models.kie.KiePredictor(decode=...)``):
 * ``vote`` (PaddleOCR's): per token ``argmax``, ``I-X`` read as ``B-X``, per line a majority vote
   (``np.bincount(...).argmax()``, ties to the smaller id); one entity per non-``O`` line.
 * ``bio`` (kiebeam's default for its own models): per line, the most probable label sequence that is valid BIO
-  (constrained Viterbi: ``I-X`` only after ``B-X`` or ``I-X``; a line starts after ``O``), so the tokens of an
-  entity agree and no fragments appear; each ``B-X I-X*`` run is one entity. A line whose tokens hold a key and
-  its value ("姓名：张三") becomes two entities, QUESTION "姓名：" and ANSWER "张三", each with its own part of the
-  line's text and a sub-line box (:func:`split_box`: from the recognizer's per-character positions when the OCR
-  line has them, else in proportion to the characters). Runs shorter than ``min_run`` tokens that sit inside a
-  longer entity of the same line are merged into it (one stray token does not split a line).
+  (constrained Viterbi: ``I-X`` only after ``B-X`` or ``I-X``; a line starts after ``O``, or, right after a line
+  that ended inside an ``X`` entity, with ``I-X``: the detector cut that entity in two lines and this one goes on
+  with it), so the tokens of an entity agree and no fragments appear; each ``B-X I-X*`` run is one entity. A line
+  whose tokens hold a key and its value ("姓名：张三") becomes two entities, QUESTION "姓名：" and
+  ANSWER "张三", each with its own part of the line's text and a sub-line box (:func:`split_box`: from the
+  recognizer's per-character positions when the OCR line has them, else in proportion to the characters). Runs
+  shorter than ``min_run`` tokens that sit inside a longer entity of the same line are merged into it (one
+  stray token does not split a line).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["vote_line_labels", "bio_transitions", "viterbi_bio", "Span", "bio_spans", "span_tags",
-           "token_char_spans", "split_box"]
+           "token_char_spans", "split_box", "merge_parts"]
 
 
 def vote_line_labels(token_preds: Sequence[np.ndarray], to_b: np.ndarray) -> list[int]:
@@ -66,12 +68,14 @@ def bio_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return start, trans
 
 
-def viterbi_bio(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+def viterbi_bio(probs: np.ndarray, labels: Sequence[str], *, continues: str | None = None) -> np.ndarray:
     """The most probable valid BIO label sequence of one line's tokens.
 
     Args:
         probs: ``(T, C)`` per-token label probabilities.
         labels: the BIO label names (index = id).
+        continues: the class of the entity the previous line ended in, when this line may go on with it (the
+            detector cut one entity in two lines): the line may then also start with ``I-<continues>``.
 
     Returns:
         ``(T,)`` label ids.
@@ -81,6 +85,8 @@ def viterbi_bio(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     [1, 2, 0]
     >>> viterbi_bio(np.array([[.1, .3, .6], [.1, .2, .7]]), ["O", "B-Q", "I-Q"]).tolist()  # cannot start with I
     [1, 2]
+    >>> viterbi_bio(np.array([[.1, .3, .6], [.1, .2, .7]]), ["O", "B-Q", "I-Q"], continues="Q").tolist()
+    [2, 2]
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(labels):
@@ -88,6 +94,8 @@ def viterbi_bio(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     if len(probs) == 0:
         return np.zeros(0, dtype=np.int64)
     start, trans = bio_transitions(labels)
+    if continues:
+        start = start | (np.asarray(labels) == f"I-{continues}")
     logp = np.log(np.clip(probs, 1e-12, None))
     neg = -1e18
     score = np.where(start, logp[0], neg)
@@ -234,3 +242,27 @@ def split_box(box: Sequence[float], text_len: int, start: int, end: int,
     else:
         left, right = start / text_len, end / text_len
     return int(round(x0 + left * w)), int(y0), int(round(x0 + right * w)), int(y1)  # neighbours meet exactly
+
+
+def _is_latin(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def merge_parts(parts: Sequence[str]) -> tuple[str, list[int]]:
+    """One line's text from the texts of its parts, and where each part starts in it.
+
+    A space joins two parts only where the right one starts with a Latin letter or digit and the left one ends
+    with an ASCII character (an OCR engine reads that gap as a space; between CJK characters it reads none).
+
+    >>> merge_parts(["姓名：", "曹玉华"])
+    ('姓名：曹玉华', [0, 3])
+    >>> merge_parts(["Name", "John"])
+    ('Name John', [0, 5])
+    """
+    text, starts = "", []
+    for t in parts:
+        if text and t and text[-1].isascii() and not text[-1].isspace() and _is_latin(t[0]):
+            text += " "
+        starts.append(len(text))
+        text += t
+    return text, starts

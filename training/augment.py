@@ -6,10 +6,15 @@ its training pages) without learning what the pipeline meets: OCR lines that hol
 misread characters. :func:`augment_window` rebuilds one training window that way, freshly random at every step:
 
 * ``merge``: two neighbours in reading order on one row (vertical overlap >= half the lower line, horizontal gap
-  under ``merge_gap`` line heights) become one line with this probability: one text (:func:`merge_parts`),
+  under ``merge_gap`` line heights) become one line with this probability: one text
+  (``models.ser_decoding.merge_parts``),
   one box (the union), and token labels ``B-X I-X... B-Y I-Y...`` from each part's characters
   (the merged text is tokenised whole, as the pipeline tokenises an OCR line, and every piece takes the label of
   the part its first character belongs to). Chains merge too ("性别：女学号：").
+* ``split``: an entity the detector would see as two lines (its box spans two text rows, or a gap in its row cut
+  it) becomes two lines with this probability (:func:`split_line`): a box two rows tall is cut into its top and
+  bottom halves, any other at a random character with a small gap; the second line's tokens are all ``I-X``,
+  continuing the entity, which the BIO decoder reads as one entity over both lines (``models.kie``).
 * ``jitter``: every box edge moves by up to this fraction of the line height (uniform), clipped to the page.
 * ``drop``: a line is left out with this probability (never every line).
 * ``noise``: a token id is replaced by a random one with this probability (labels unchanged).
@@ -28,10 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.features import Window, build_windows, line_label_ids, tokenize_lines
-from models.ser_decoding import token_char_spans
+from models.ser_decoding import merge_parts, token_char_spans
 from schemas.annotations import KieDocument
 
-__all__ = ["Augment", "merge_parts", "augment_window"]
+__all__ = ["Augment", "split_line", "augment_window"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Augment:
 
     merge: float = 0.0
     merge_gap: float = 1.5
+    split: float = 0.0
     jitter: float = 0.0
     drop: float = 0.0
     noise: float = 0.0
@@ -47,7 +53,7 @@ class Augment:
     @property
     def active(self) -> bool:
         """Whether any augmentation is on."""
-        return any(v > 0 for v in (self.merge, self.jitter, self.drop, self.noise))
+        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise))
 
 
 def _same_row_neighbours(a: Sequence[float], b: Sequence[float], max_gap: float) -> bool:
@@ -60,28 +66,37 @@ def _same_row_neighbours(a: Sequence[float], b: Sequence[float], max_gap: float)
     return overlap >= 0.5 * h and -0.25 * h <= gap <= max_gap * h
 
 
-def _is_latin(ch: str) -> bool:
-    return ch.isascii() and ch.isalnum()
+def split_line(text: str, box: Sequence[float], row_height: float, rng: np.random.Generator
+               ) -> tuple[tuple[str, tuple[float, ...]], tuple[str, tuple[float, ...]]] | None:
+    """One line cut in two as a text detector could see it, or None for a line too short to cut.
 
+    Args:
+        text: the line's text (at least two characters).
+        box: its ``(x0, y0, x1, y1)``.
+        row_height: the page's typical line height (median); a box at least 1.7 of it tall holds two text rows.
+        rng: the random source.
 
-def merge_parts(parts: Sequence[str]) -> tuple[str, list[int]]:
-    """One line's text from the texts of its parts, and where each part starts in it.
+    Returns:
+        ``((text, box), (text, box))``: a two-row box cut at half height, its text in proportion (the cut point
+        moved at most one character), else cut at a random character, the width in proportion to the characters
+        and a gap of up to 0.3 line heights between the halves.
 
-    A space joins two parts only where the right one starts with a Latin letter or digit and the left one ends
-    with an ASCII character (an OCR engine reads that gap as a space; between CJK characters it reads none).
-
-    >>> merge_parts(["姓名：", "曹玉华"])
-    ('姓名：曹玉华', [0, 3])
-    >>> merge_parts(["Name", "John"])
-    ('Name John', [0, 5])
+    >>> top, bottom = split_line("院系意见请审核", (0, 0, 100, 60), 25, np.random.default_rng(0))
+    >>> top[1], bottom[1], top[0] + bottom[0]
+    ((0, 0, 100, 30.0), (0, 30.0, 100, 60), '院系意见请审核')
     """
-    text, starts = "", []
-    for t in parts:
-        if text and t and text[-1].isascii() and not text[-1].isspace() and _is_latin(t[0]):
-            text += " "
-        starts.append(len(text))
-        text += t
-    return text, starts
+    n = len(text)
+    if len(text.strip()) < 2:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if y1 - y0 >= 1.7 * row_height:
+        cut = min(max(n // 2 + int(rng.integers(-1, 2)), 1), n - 1)
+        mid = (y0 + y1) / 2
+        return (text[:cut], (box[0], box[1], box[2], mid)), (text[cut:], (box[0], mid, box[2], box[3]))
+    cut = int(rng.integers(1, n))
+    gap = rng.uniform(0, 0.3) * (y1 - y0) / 2
+    at = x0 + (x1 - x0) * cut / n
+    return (text[:cut], (x0, y0, max(at - gap, x0 + 1), y1)), (text[cut:], (min(at + gap, x1 - 1), y0, x1, y1))
 
 
 def _part_label_ids(pieces: Sequence[str], text: str, starts: Sequence[int], labels: Sequence[str],
@@ -133,22 +148,34 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
         else:
             groups.append([ln])
 
-    texts, boxes, token_ids, token_labels = [], [], [], []
+    # One OCR line per group, or two for a cut entity (the second continuing the first): text, box, ids, labels.
+    row_height = float(np.median([ln.box[3] - ln.box[1] for ln in lines]))
+    items: list[tuple[str, tuple, list[int], list[int] | None, str | None]] = []
     for g in groups:
         box = (min(ln.box[0] for ln in g), min(ln.box[1] for ln in g),
                max(ln.box[2] for ln in g), max(ln.box[3] for ln in g))
+        if len(g) > 1:
+            text, starts = merge_parts([ln.text for ln in g])
+            pieces = tokenizer.tokenize(text)
+            labs = _part_label_ids(pieces, text, starts, [ln.label for ln in g], label2id)
+            items.append((text, box, list(tokenizer.convert_tokens_to_ids(pieces)), labs, None))
+            continue
+        parts = split_line(g[0].text, box, row_height, rng) if aug.split > 0 and rng.random() < aug.split else None
+        halves = [list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(t))) for t, _ in parts or ()]
+        if not parts or not all(halves):
+            items.append((g[0].text, box, tokens[g[0]], None, g[0].label))
+            continue
+        b_id, i_id = line_label_ids([g[0].label], label2id)[0]
+        items += [(parts[0][0], parts[0][1], halves[0], [b_id] + [i_id] * (len(halves[0]) - 1), None),
+                  (parts[1][0], parts[1][1], halves[1], [i_id] * len(halves[1]), None)]
+
+    texts, boxes, token_ids, token_labels, line_labels = [], [], [], [], []
+    for text, box, ids, labs, label in items:
         if aug.jitter > 0:
             h = max(box[3] - box[1], 1)
             d = rng.uniform(-aug.jitter, aug.jitter, 4) * h
             x0, y0 = min(max(box[0] + d[0], 0), doc.width - 1), min(max(box[1] + d[1], 0), doc.height - 1)
             box = (x0, y0, min(max(box[2] + d[2], x0 + 1), doc.width), min(max(box[3] + d[3], y0 + 1), doc.height))
-        if len(g) == 1:
-            text, ids, labs = g[0].text, tokens[g[0]], None
-        else:
-            text, starts = merge_parts([ln.text for ln in g])
-            pieces = tokenizer.tokenize(text)
-            ids = list(tokenizer.convert_tokens_to_ids(pieces))
-            labs = _part_label_ids(pieces, text, starts, [ln.label for ln in g], label2id)
         if aug.noise > 0 and ids:
             hit = rng.random(len(ids)) < aug.noise
             ids = [int(rng.integers(5, len(tokenizer))) if h else t for t, h in zip(ids, hit)]
@@ -156,9 +183,9 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
         boxes.append(box)
         token_ids.append(ids)
         token_labels.append(labs)
+        line_labels.append(label)
     if sum(map(len, token_ids)) > max_len:
         return window
-    line_labels = [g[0].label if len(g) == 1 else None for g in groups]
     out = build_windows(texts, boxes, doc.width, doc.height, None, line_labels=line_labels, label2id=label2id,
                         max_len=max_len, clip=True, token_ids=token_ids, token_label_ids=token_labels)
     return out[0] if len(out) == 1 else window

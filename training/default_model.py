@@ -43,6 +43,10 @@ from training.train import main as train_main
 __all__ = ["build_default_manifest", "sinusoid_table", "build_smooth_init", "main"]
 
 PAGE_SIZE = (2480, 3508)  # XFUND pages without an image here are assumed portrait A4 at 300 dpi
+OCR_BOX_MARGIN = 0.05
+"""``models.kie.tighten_boxes`` margin written into the exported SER folder: the best of ``training.box_tuning``'s
+grid on XFUND zh train documents 30..39 (end-to-end pair F1 0.498 with the detector's boxes, 0.570 at 0.04 and
+0.05, 0.567 at 0.02, 0.542 at 0.06, 0.533 at 0.10; session-4 model)."""
 
 
 def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev_docs: int = 10,
@@ -180,6 +184,7 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     meta_path = out / "ser" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["decode"] = "bio"  # models trained here: whole entities, key/value lines split (models.ser_decoding)
+    meta["ocr_box_margin"] = OCR_BOX_MARGIN  # they learnt layout from annotated (tight) boxes (models.kie)
     meta_path.write_text(json.dumps(meta, indent=2, default=str))
     write_sha256sums(out / "ser")
     if calibrate:
@@ -235,8 +240,8 @@ def _augment_fields(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
         name, _, value = item.partition("=")
-        if name not in ("merge", "jitter", "drop", "noise") or not value:
-            raise SystemExit(f"--augment {item!r}: expected merge=P, jitter=F, drop=P or noise=P")
+        if name not in ("merge", "split", "jitter", "drop", "noise") or not value:
+            raise SystemExit(f"--augment {item!r}: expected merge=P, split=P, jitter=F, drop=P or noise=P")
         out[f"augment_{name}"] = float(value)
     return out
 
@@ -265,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="export: tune the SER label biases on the validation split (training.calibrate)")
     p.add_argument("--ser_lr", type=float, help="the SER run's peak learning rate (default: the preset's)")
     p.add_argument("--augment", nargs="+", default=[], metavar="NAME=P",
-                   help="SER training augmentation (training.augment), e.g. merge=0.5 jitter=0.1 drop=0.05 noise=0.03")
+                   help="SER training augmentation (training.augment), e.g. merge=0.5 split=0.2 jitter=0.1 drop=0.05 "
+                        "noise=0.03")
     p.add_argument("--ser_init", help="start SER from this model instead of the smooth init: a kiebeam checkpoint, "
                                       "or an exported SER folder (e.g. the bundled models/assets/default_kie/ser) "
                                       "turned back into one (training.store.checkpoint_from_export)")

@@ -243,6 +243,7 @@ def _pair_rows(kie: Any, pages: Sequence[PageOcr], toks: Sequence[Any], decoded:
 
 
 def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any]:
+    from models.kie import tighten_boxes
     from models.ocr import OcrPredictor
 
     if not any(s.image_dir for s in m.split(split)):
@@ -252,7 +253,7 @@ def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any
     images = [im for im in found if im is not None]
     if not kept:
         return {"skipped": "no page image found"}
-    pages = OcrPredictor()(images)
+    pages = [tighten_boxes(p, kie.ocr_box_margin) for p in OcrPredictor()(images)]  # as KiePredictor.__call__
     toks = kie.tokens(pages, images)
     decoded = [kie.entities(p, t) for p, t in zip(pages, toks)]
     out = _pair_rows(kie, pages, toks, decoded, [_gold_pairs(d) for d in kept])

@@ -158,8 +158,8 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
     if not ser:
         train_ex = [e for e in train_ex if len(e.re.pairs)]  # windows without candidates add no RE loss
     make_batch = ser_batch if ser else re_batch
-    aug = Augment(merge=config.augment_merge, jitter=config.augment_jitter, drop=config.augment_drop,
-                  noise=config.augment_noise)
+    aug = Augment(merge=config.augment_merge, split=config.augment_split, jitter=config.augment_jitter,
+                  drop=config.augment_drop, noise=config.augment_noise)
     label2id = {n: i for i, n in enumerate(bio_labels(labels))}
 
     def train_examples(indices: list[int]) -> list[Example]:

@@ -242,6 +242,28 @@ def test_entities_decoding_from_constructed_probabilities(tiny_kie_dirs):
     assert len(voted) == 1 and voted[0].text == text
 
 
+def test_a_line_that_continues_the_previous_entity_joins_it(tiny_kie_dirs):
+    kie = KiePredictor.from_dirs(tiny_kie_dirs[0], "rule", decode="bio")
+    box = ((0, 0), (1, 0), (1, 1), (0, 1))
+    lines = (OcrLine("院系意见", 0.9, box, (100, 50, 300, 80)), OcrLine("(请审核)", 0.9, box, (90, 84, 310, 112)),
+             OcrLine("同意", 0.9, box, (400, 50, 480, 80)), OcrLine("备注", 0.9, box, (100, 200, 180, 230)),
+             OcrLine("无", 0.9, box, (300, 200, 330, 230)))
+    page = PageOcr(1000, 1000, lines)
+    win = build_windows([ln.text for ln in lines], [ln.box for ln in lines], 1000, 1000, None,
+                        token_ids=[[5, 6], [7, 8, 9], [10], [11], [12]], max_len=16)[0]
+    pieces = [["▁院系", "意见"], ["(", "请审核", ")"], ["同意"], ["备注"], ["无"]]
+    # Line 2 starts inside the question line 1 ended in: one entity over both. Line 5 would "continue" too, but the
+    # line before it is O: it starts its own answer.
+    probs = _onehot([1, 2, 2, 2, 2, 3, 0, 4])
+    probs[7] = [0.05, 0.05, 0.05, 0.3, 0.45, 0.05, 0.05]
+    names, _, ents = kie.entities(page, PageTokens([win], [probs], [None], pieces))
+    assert [(e.label, e.text, e.lines, e.start, e.end) for e in ents] == [
+        ("QUESTION", "院系意见(请审核)", (0, 1), 0, 5), ("ANSWER", "同意", (2,), 5, 6), ("ANSWER", "无", (4,), 7, 8)]
+    assert ents[0].box == (90, 50, 310, 112)  # the union of both lines
+    assert names == ["QUESTION", "QUESTION", "ANSWER", "O", "ANSWER"]
+    assert (0, 1, 1.0) in kie.relate(page, PageTokens([win], [probs], [None], pieces), ents)  # the joined key links
+
+
 def test_re_model_dir_rule_reaches_the_kie_handler(tmp_path, tiny_kie_dirs):
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -289,3 +311,30 @@ def test_label_bias_in_metadata_shifts_the_ser_decision(tmp_path, tiny_kie_dirs)
     with pytest.raises(ValueError, match="label_bias"):
         KiePredictor(biased.ser, biased.labels, biased.tokenizer, 512, label_bias={"B-NOPE": 1.0})
     assert bad["label_bias_tuning"]["split"] == "val"
+
+
+def test_ocr_box_margin_in_metadata_tightens_detector_boxes_only(tmp_path, tiny_kie_dirs):
+    import shutil
+
+    from models.integrity import write_sha256sums
+    from models.kie import tighten_boxes
+
+    ser_dir = shutil.copytree(tiny_kie_dirs[0], tmp_path / "ser")
+    meta = json.loads((ser_dir / "metadata.json").read_text())
+    meta.update(label_bias={"B-HEADER": 50.0}, ocr_box_margin=0.1)  # every line one HEADER entity: boxes visible
+    (ser_dir / "metadata.json").write_text(json.dumps(meta))
+    write_sha256sums(ser_dir)
+    kie = KiePredictor.from_dirs(ser_dir, "rule")
+    assert kie.ocr_box_margin == 0.1
+    lines = (OcrLine("Name", 0.9, ((50, 40), (450, 40), (450, 80), (50, 80)), (50, 40, 450, 80), char_x=(.1, .9)),
+             OcrLine("2024-01-01", 0.9, ((50, 100), (400, 100), (400, 120), (50, 120)), (50, 100, 400, 120)))
+    page = PageOcr(1000, 1000, lines)
+    [ocr], [gold] = kie([page]), kie([page], ocr_boxes=False)
+    assert [e.box for e in ocr.entities] == [(54, 44, 446, 76), (52, 102, 398, 118)]  # 0.1 x height on every side
+    assert [e.box for e in gold.entities] == [ln.box for ln in lines]  # annotated boxes are read as they are
+    tight = tighten_boxes(page, 0.1).lines[0]
+    assert tight.polygon == lines[0].polygon and tight.text == "Name"  # the OCR line itself is not moved
+    assert tight.char_x == (round((0.1 * 400 - 4) / 392, 3), round((0.9 * 400 - 4) / 392, 3))
+    assert tighten_boxes(page, 0.0) is page
+    with pytest.raises(ValueError, match="ocr_box_margin"):
+        KiePredictor(kie.ser, kie.labels, kie.tokenizer, 512, ocr_box_margin=0.3)

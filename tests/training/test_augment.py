@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from models.features import bio_labels, build_windows, normalize_box
+from models.ser_decoding import merge_parts
 from models.tokenizer import load_tokenizer
 from schemas.annotations import KieDocument, KieLine
-from training.augment import Augment, augment_window, merge_parts
+from training.augment import Augment, augment_window
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,6 +70,29 @@ def test_merge_makes_one_ocr_like_line_with_two_entities(tokenizer):
     assert [ln[1][0] for ln in lines[1:]] == ["B-QUESTION", "B-ANSWER", "B-HEADER"]
 
 
+def test_split_cuts_an_entity_in_two_lines_the_second_continuing_it(tokenizer):
+    from training.augment import split_line
+
+    # A two-row question (a tall box) and a one-row answer.
+    lines = (_line("院系意见请审核", "QUESTION", (100, 100, 400, 180), 0),
+             _line("同意", "ANSWER", (500, 100, 600, 140), 1), _line("备注", "OTHER", (100, 300, 200, 340), 2))
+    doc = KieDocument("constructed.jpg", lines, 1000, 1000)
+    w = augment_window(_window(doc, tokenizer), doc, tokenizer, L2I, np.random.default_rng(0), Augment(split=1.0))
+    got = _lines_of(w, tokenizer)
+    assert len(got) == 6  # every line cut in two
+    (_, q1, qb1), (_, q2, qb2), (_, a1, ab1), (_, a2, ab2), (_, o1, _), (_, o2, _) = got
+    assert q1[0] == "B-QUESTION" and set(q1[1:] + q2) == {"I-QUESTION"}  # the second half continues the entity
+    assert a1[0] == "B-ANSWER" and set(a1[1:] + a2) <= {"I-ANSWER"} and a2[0] == "I-ANSWER"
+    assert set(o1 + o2) == {"O"}
+    assert qb1[1] == 100 and qb1[3] == qb2[1] == 140 and qb2[3] == 180  # the tall box: top and bottom halves
+    assert ab1[1] == ab2[1] == 100 and ab1[2] <= ab2[0]  # the one-row box: side by side, a gap between
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        (t1, b1), (t2, b2) = split_line("2019年11月5日", (0, 0, 300, 40), 40, rng)
+        assert t1 + t2 == "2019年11月5日" and t1 and t2 and b1[2] <= b2[0] and b1[1] == b2[1] == 0
+    assert split_line("年", (0, 0, 30, 40), 40, rng) is None
+
+
 def test_off_returns_the_window_itself(tokenizer):
     doc = _doc()
     w = _window(doc, tokenizer)
@@ -116,6 +140,8 @@ def test_augment_settings_are_checked():
 
     with pytest.raises(ValueError, match="augment_merge"):
         TrainConfig(augment_merge=1.5)
+    with pytest.raises(ValueError, match="augment_split"):
+        TrainConfig(augment_split=-0.1)
     with pytest.raises(ValueError, match="SER settings"):
         TrainConfig(task="re", augment_jitter=0.1)
 
