@@ -53,18 +53,14 @@ def margin_scores(kie: Any, docs: Sequence[Any], pages: Sequence[Any], margins: 
                   ) -> dict[str, dict[str, Any]]:
     """End-to-end pair scores of the model and the rule with each OCR box margin (``KiePredictor.ocr_box_margin``)."""
     from models.kie import tighten_boxes
-    from training.report import _gold_pairs, _kv_boxes, _rule_links, pair_scores
+    from training.report import _gold_pairs, _pair_rows
 
     gold = [_gold_pairs(d) for d in docs]
     out = {}
     for margin in margins:
         tight = [tighten_boxes(p, margin) for p in pages]
-        model, rule = [], []
-        for page, tk in zip(tight, kie.tokens(tight)):
-            ents = kie.entities(page, tk)[2]
-            model.append(_kv_boxes(ents, kie.relate(page, tk, ents)))
-            rule.append(_kv_boxes(ents, _rule_links(ents)))
-        out[f"{margin:g}"] = {"model": pair_scores(gold, model).to_dict(), "rule": pair_scores(gold, rule).to_dict()}
+        toks = kie.tokens(tight)
+        out[f"{margin:g}"] = _pair_rows(kie, tight, toks, [kie.entities(p, t) for p, t in zip(tight, toks)], gold)
     return out
 
 
