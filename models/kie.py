@@ -62,7 +62,15 @@ from models.linker import link_by_rule
 from models.model_files import LABELS_FILE, METADATA_FILE
 from models.paddle_infer import InferenceOptions, PaddlePredictor
 from models.page_image import kie_image_batch
-from models.ser_decoding import bio_spans, merge_parts, split_box, token_char_spans, viterbi_bio, vote_line_labels
+from models.ser_decoding import (
+    bio_spans,
+    continues_line,
+    merge_parts,
+    split_box,
+    token_char_spans,
+    viterbi_bio,
+    vote_line_labels,
+)
 from models.tokenizer import TOKENIZER_FILE, load_tokenizer
 from schemas.records import Entity, KeyValuePair, PageKie, PageOcr
 
@@ -380,11 +388,27 @@ class KiePredictor:
                 places[k].append((i, s, e))
         return places
 
+    @staticmethod
+    def _continued(page: PageOcr, k: int, ents: Sequence[KieEntity], tails: Sequence[tuple[int, int]],
+                   line_ends: dict[int, tuple[int, int]], window: int, lookback: int = 8) -> int | None:
+        """Index into ``ents`` of the latest of the last ``lookback`` entities that lie in ``window`` and ended
+        with their last line (``tails``: each entity's ``(window, token end)`` on its last line, against
+        ``line_ends``), where line ``k`` continues that line (``models.ser_decoding.continues_line``: a wrapped
+        cell's next row, vertical text's next character, its row's next piece); None if none does."""
+        for at in range(len(ents) - 1, max(len(ents) - lookback, 0) - 1, -1):
+            last = ents[at].lines[-1]
+            if (ents[at].window == window and line_ends.get(last) == tails[at]
+                    and continues_line(page.lines[last].box, page.lines[k].box)):
+                return at
+        return None
+
     def entities(self, page: PageOcr, toks: PageTokens,
                  decode: str | None = None) -> tuple[list[str], list[float], list[KieEntity]]:
         """Decodes one page: ``(line labels, line scores, entities)`` (``decode`` overrides the predictor's)."""
         decode = decode or self.decode
         names, scores, ents = [], [], []
+        line_ends: dict[int, tuple[int, int]] = {}  # line -> (window, token end) of its last piece
+        tails: list[tuple[int, int]] = []  # entity -> (window, token end) of its part on its last line
         for k, (line, places) in enumerate(zip(page.lines, self._line_tokens(len(page.lines), toks))):
             if not places:
                 names.append("O")
@@ -400,11 +424,13 @@ class KiePredictor:
                 scores.append(score)
                 if cls != "O":
                     ents.append(KieEntity(cls, line.text, tuple(line.box), score, k, w0, s0, e0))
+                    tails.append((w0, e0))
                 continue
-            prev = ents[-1] if ents else None
-            # The line may go on with the entity the previous line ended in (same window, adjacent tokens).
-            cont = (prev.label if prev is not None and len(places) == 1 and prev.window == w0 and prev.end == s0
-                    and prev.lines[-1] == k - 1 else None)
+            # The line may go on with an entity that ended with its line where this line's text would continue it.
+            at = self._continued(page, k, ents, tails, line_ends, w0) if len(places) == 1 else None
+            prev = ents[at] if at is not None else None
+            cont = prev.label if prev is not None else None
+            line_ends[k] = places[-1][0], places[-1][2]
             path = viterbi_bio(pr, self.labels, continues=cont)
             glue = cont is not None and self.labels[path[0]] == f"I-{cont}"
             spans = bio_spans(path, pr, self.labels)
@@ -427,14 +453,18 @@ class KiePredictor:
                     offset += e - s
                 start = s + sp.start - offset
                 end = min(e, start + sp.end - sp.start)
-                if glue and sp is spans[0]:  # the previous line's entity goes on here: one entity over both
+                if glue and sp is spans[0]:  # an earlier line's entity goes on here: one entity over both
                     n_prev, n = prev.end - prev.start, end - start
                     union = tuple(f(a, b) for f, a, b in zip((min, min, max, max), prev.box, box))
-                    ents[-1] = replace(prev, text=merge_parts([prev.text, text])[0], box=union, end=end,
+                    # Its tokens (for RE) grow only over adjacent lines: other lines' tokens may sit in between.
+                    ents[at] = replace(prev, text=merge_parts([prev.text, text])[0], box=union,
+                                       end=end if prev.end == start else prev.end,
                                        score=(prev.score * n_prev + sp.score * n) / (n_prev + n),
                                        more_lines=prev.more_lines + (k,))
+                    tails[at] = wi, end
                     continue
                 ents.append(KieEntity(sp.label, text, box, sp.score, k, wi, start, end))
+                tails.append((wi, end))
         return names, scores, ents
 
     # ------------------------------------------------------------------------------------------- RE

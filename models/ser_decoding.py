@@ -5,9 +5,10 @@ Two decoders, chosen per predictor (``models.kie.KiePredictor(decode=...)``):
 * ``vote`` (PaddleOCR's): per token ``argmax``, ``I-X`` read as ``B-X``, per line a majority vote
   (``np.bincount(...).argmax()``, ties to the smaller id); one entity per non-``O`` line.
 * ``bio`` (kiebeam's default for its own models): per line, the most probable label sequence that is valid BIO
-  (constrained Viterbi: ``I-X`` only after ``B-X`` or ``I-X``; a line starts after ``O``, or, right after a line
-  that ended inside an ``X`` entity, with ``I-X``: the detector cut that entity in two lines and this one goes on
-  with it), so the tokens of an entity agree and no fragments appear; each ``B-X I-X*`` run is one entity. A line
+  (constrained Viterbi: ``I-X`` only after ``B-X`` or ``I-X``; a line starts after ``O``, or, when it sits where
+  the text of an ``X`` entity that ended with its line would go on (:func:`continues_line`: the next row of a
+  wrapped cell, the next character of vertical text, the next piece of its row), with ``I-X``: the detector cut
+  that entity into several lines and this one goes on with it), so the tokens of an entity agree and no fragments appear; each ``B-X I-X*`` run is one entity. A line
   whose tokens hold a key and its value ("姓名：张三") becomes two entities, QUESTION "姓名：" and
   ANSWER "张三", each with its own part of the line's text and a sub-line box (:func:`split_box`: from the
   recognizer's per-character positions when the OCR line has them, else in proportion to the characters). Runs
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["vote_line_labels", "bio_transitions", "viterbi_bio", "Span", "bio_spans", "span_tags",
-           "token_char_spans", "split_box", "merge_parts"]
+           "token_char_spans", "split_box", "continues_line", "merge_parts"]
 
 
 def vote_line_labels(token_preds: Sequence[np.ndarray], to_b: np.ndarray) -> list[int]:
@@ -74,8 +75,9 @@ def viterbi_bio(probs: np.ndarray, labels: Sequence[str], *, continues: str | No
     Args:
         probs: ``(T, C)`` per-token label probabilities.
         labels: the BIO label names (index = id).
-        continues: the class of the entity the previous line ended in, when this line may go on with it (the
-            detector cut one entity in two lines): the line may then also start with ``I-<continues>``.
+        continues: the class of an entity that ended with its line where this line may go on with it (the
+            detector cut one entity into several lines, :func:`continues_line`): the line may then also start
+            with ``I-<continues>``.
 
     Returns:
         ``(T,)`` label ids.
@@ -242,6 +244,27 @@ def split_box(box: Sequence[float], text_len: int, start: int, end: int,
     else:
         left, right = start / text_len, end / text_len
     return int(round(x0 + left * w)), int(y0), int(round(x0 + right * w)), int(y1)  # neighbours meet exactly
+
+
+def continues_line(prev: Sequence[float], box: Sequence[float]) -> bool:
+    """Whether text in ``box`` may go on from the text in ``prev`` (both ``(x0, y0, x1, y1)``): the next piece of
+    its row (rows overlap by half the lower line, ``box`` starts at most 1.5 line heights right of ``prev``'s end)
+    or its next row / character (columns overlap by half the narrower box, ``box`` starts at most 0.8 line heights
+    below ``prev``), as a wrapped table cell or vertical text comes out of a line detector.
+
+    >>> continues_line((0, 0, 100, 20), (110, 2, 200, 22)), continues_line((0, 0, 100, 20), (0, 24, 40, 44))
+    (True, True)
+    >>> continues_line((0, 0, 100, 20), (300, 0, 400, 20)), continues_line((0, 0, 100, 20), (0, 60, 100, 80))
+    (False, False)
+    """
+    h = min(prev[3] - prev[1], box[3] - box[1])
+    if h <= 0:
+        return False
+    rows = min(prev[3], box[3]) - max(prev[1], box[1])
+    if rows >= 0.5 * h and -0.25 * h <= box[0] - prev[2] <= 1.5 * h:
+        return True
+    cols = min(prev[2], box[2]) - max(prev[0], box[0])
+    return cols >= 0.5 * min(prev[2] - prev[0], box[2] - box[0]) and -0.3 * h <= box[1] - prev[3] <= 0.8 * h
 
 
 def _is_latin(ch: str) -> bool:

@@ -264,6 +264,30 @@ def test_a_line_that_continues_the_previous_entity_joins_it(tiny_kie_dirs):
     assert (0, 1, 1.0) in kie.relate(page, PageTokens([win], [probs], [None], pieces), ents)  # the joined key links
 
 
+def test_wrapped_cells_and_vertical_text_join_their_entity_across_interleaved_lines(tiny_kie_dirs):
+    kie = KiePredictor.from_dirs(tiny_kie_dirs[0], "rule", decode="bio")
+    box = ((0, 0), (1, 0), (1, 1), (0, 1))
+    # A question wrapped over two rows of a cell, its answer right of the first row (so between them in reading
+    # order), then vertical text read one character per line.
+    lines = (OcrLine("曾在何时何处", 0.9, box, (100, 100, 300, 130)), OcrLine("北京大学", 0.9, box, (400, 100, 600, 130)),
+             OcrLine("进修学习", 0.9, box, (100, 134, 230, 164)), OcrLine("主", 0.9, box, (50, 300, 80, 330)),
+             OcrLine("要", 0.9, box, (50, 332, 80, 362)), OcrLine("备注", 0.9, box, (400, 400, 480, 430)))
+    page = PageOcr(1000, 1000, lines)
+    win = build_windows([ln.text for ln in lines], [ln.box for ln in lines], 1000, 1000, None,
+                        token_ids=[[5, 6], [7, 8], [9, 10], [11], [12], [13]], max_len=16)[0]
+    pieces = [["▁曾在何时", "何处"], ["▁北京", "大学"], ["▁进修", "学习"], ["▁主"], ["▁要"], ["▁备注"]]
+    # labels: O B-Q I-Q B-A I-A B-H I-H
+    probs = _onehot([1, 2, 3, 4, 2, 2, 1, 2, 2])
+    names, _, ents = kie.entities(page, PageTokens([win], [probs], [None], pieces))
+    assert [(e.label, e.text, e.lines, e.start, e.end) for e in ents[:3]] == [
+        ("QUESTION", "曾在何时何处进修学习", (0, 2), 0, 2),  # RE reads only its first row's tokens: not adjacent
+        ("ANSWER", "北京大学", (1,), 2, 4),
+        ("QUESTION", "主要", (3, 4), 6, 8)]  # adjacent lines: its tokens grow over both
+    assert ents[0].box == (100, 100, 300, 164) and ents[2].box == (50, 300, 80, 362)
+    assert names[:5] == ["QUESTION", "ANSWER", "QUESTION", "QUESTION", "QUESTION"]
+    assert all(e.lines == (5,) for e in ents[3:])  # "备注" continues nothing (far away): never joined
+
+
 def test_re_model_dir_rule_reaches_the_kie_handler(tmp_path, tiny_kie_dirs):
     from apache_beam.options.pipeline_options import PipelineOptions
 
