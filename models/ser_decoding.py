@@ -8,12 +8,12 @@ Two decoders, chosen per predictor (``models.kie.KiePredictor(decode=...)``):
   (constrained Viterbi: ``I-X`` only after ``B-X`` or ``I-X``; a line starts after ``O``, or, when it sits where
   the text of an ``X`` entity that ended with its line would go on (:func:`continues_line`: the next row of a
   wrapped cell, the next character of vertical text, the next piece of its row), with ``I-X``: the detector cut
-  that entity into several lines and this one goes on with it), so the tokens of an entity agree and no fragments appear; each ``B-X I-X*`` run is one entity. A line
-  whose tokens hold a key and its value ("姓名：张三") becomes two entities, QUESTION "姓名：" and
-  ANSWER "张三", each with its own part of the line's text and a sub-line box (:func:`split_box`: from the
-  recognizer's per-character positions when the OCR line has them, else in proportion to the characters). Runs
-  shorter than ``min_run`` tokens that sit inside a longer entity of the same line are merged into it (one
-  stray token does not split a line).
+  that entity into several lines and this one goes on with it), so the tokens of an entity agree and no
+  fragments appear; each ``B-X I-X*`` run is one entity. A line whose tokens hold a key and its value
+  ("姓名：张三") becomes two entities, QUESTION "姓名：" and ANSWER "张三", each with its own part of the line's
+  text and a sub-line box (:func:`split_box`: from the recognizer's per-character positions when the OCR line has
+  them, else in proportion to the characters). Runs shorter than ``min_run`` tokens that sit inside a longer
+  entity of the same line are merged into it (one stray token does not split a line).
 """
 
 from __future__ import annotations

@@ -269,8 +269,9 @@ def test_wrapped_cells_and_vertical_text_join_their_entity_across_interleaved_li
     box = ((0, 0), (1, 0), (1, 1), (0, 1))
     # A question wrapped over two rows of a cell, its answer right of the first row (so between them in reading
     # order), then vertical text read one character per line.
-    lines = (OcrLine("曾在何时何处", 0.9, box, (100, 100, 300, 130)), OcrLine("北京大学", 0.9, box, (400, 100, 600, 130)),
-             OcrLine("进修学习", 0.9, box, (100, 134, 230, 164)), OcrLine("主", 0.9, box, (50, 300, 80, 330)),
+    lines = (OcrLine("曾在何时何处", 0.9, box, (100, 100, 300, 130)),
+             OcrLine("北京大学", 0.9, box, (400, 100, 600, 130)), OcrLine("进修学习", 0.9, box, (100, 134, 230, 164)),
+             OcrLine("主", 0.9, box, (50, 300, 80, 330)),
              OcrLine("要", 0.9, box, (50, 332, 80, 362)), OcrLine("备注", 0.9, box, (400, 400, 480, 430)))
     page = PageOcr(1000, 1000, lines)
     win = build_windows([ln.text for ln in lines], [ln.box for ln in lines], 1000, 1000, None,
