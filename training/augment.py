@@ -11,18 +11,15 @@ misread characters. :func:`augment_window` rebuilds one training window that way
   one box (the union), and token labels ``B-X I-X... B-Y I-Y...`` from each part's characters
   (the merged text is tokenised whole, as the pipeline tokenises an OCR line, and every piece takes the label of
   the part its first character belongs to). Chains merge too ("性别：女学号：").
-* ``split``: an entity the detector would see as several lines becomes them with this probability
-  (:func:`split_line`): a tall narrow box (vertical text) one line per character, a box several text rows tall one
-  line per row (wrapped text, the last row as long as its characters), any other cut at a random character with a
-  small gap; every line after the first is all ``I-X``, continuing the entity, which the BIO decoder reads as one
-  entity over all of them (``models.kie``).
+* ``split``: an entity the detector would see as two lines (its box spans two text rows, or a gap in its row cut
+  it) becomes two lines with this probability (:func:`split_line`): a box two rows tall is cut into its top and
+  bottom halves, any other at a random character with a small gap; the second line's tokens are all ``I-X``,
+  continuing the entity, which the BIO decoder reads as one entity over both lines (``models.kie``).
 * ``jitter``: every box edge moves by up to this fraction of the line height (uniform), clipped to the page.
 * ``drop``: a line is left out with this probability (never every line).
 * ``noise``: a token id is replaced by a random one with this probability (labels unchanged).
 
-The rebuilt lines are put in the pipeline's reading order (``models.reading_order.order_lines``, tb-yx), as OCR
-lines are: the rows of a wrapped cell come apart there, other cells of their rows in between. The window keeps
-its place in the epoch (one window in, one window out), so batches, resume and the length
+The window keeps its place in the epoch (one window in, one window out), so batches, resume and the length
 sampler are unchanged; a window whose rebuild would not fit ``max_len`` (or that holds a line cut across windows)
 is returned as it is.
 """
@@ -36,7 +33,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.features import Window, build_windows, line_label_ids, tokenize_lines
-from models.reading_order import order_lines
 from models.ser_decoding import merge_parts, token_char_spans
 from schemas.annotations import KieDocument
 
@@ -71,44 +67,36 @@ def _same_row_neighbours(a: Sequence[float], b: Sequence[float], max_gap: float)
 
 
 def split_line(text: str, box: Sequence[float], row_height: float, rng: np.random.Generator
-               ) -> list[tuple[str, tuple[float, ...]]] | None:
-    """One line cut into the lines a text detector could see, or None for a line too short to cut.
+               ) -> tuple[tuple[str, tuple[float, ...]], tuple[str, tuple[float, ...]]] | None:
+    """One line cut in two as a text detector could see it, or None for a line too short to cut.
 
     Args:
         text: the line's text (at least two characters).
         box: its ``(x0, y0, x1, y1)``.
-        row_height: the page's typical line height (median); a box at least 1.7 of it tall holds several rows.
+        row_height: the page's typical line height (median); a box at least 1.7 of it tall holds two text rows.
         rng: the random source.
 
     Returns:
-        ``[(text, box), ...]`` (two or more, texts in order): a box at least 1.7 rows tall and over twice as tall
-        as wide (vertical text) one per character stacked; another box that tall one per row (``round(height /
-        row_height)`` rows, at most one per character, as many characters per row, left-aligned, the last row as
-        wide as its characters); any other box cut at a random character, the width in proportion to the
-        characters and a gap of up to 0.3 line heights between the halves.
+        ``((text, box), (text, box))``: a two-row box cut at half height, its text in proportion (the cut point
+        moved at most one character), else cut at a random character, the width in proportion to the characters
+        and a gap of up to 0.3 line heights between the halves.
 
-    >>> [(t, b[1], b[3]) for t, b in split_line("院系意见请审核", (0, 0, 100, 60), 25, np.random.default_rng(0))]
-    [('院系意见', 0.0, 30.0), ('请审核', 30.0, 60.0)]
+    >>> top, bottom = split_line("院系意见请审核", (0, 0, 100, 60), 25, np.random.default_rng(0))
+    >>> top[1], bottom[1], top[0] + bottom[0]
+    ((0, 0, 100, 30.0), (0, 30.0, 100, 60), '院系意见请审核')
     """
     n = len(text)
     if len(text.strip()) < 2:
         return None
     x0, y0, x1, y1 = (float(v) for v in box)
-    h, w = y1 - y0, x1 - x0
-    if h >= 1.7 * row_height:
-        if h > 2 * w:  # vertical text: the detector finds each character
-            step = h / n
-            return [(ch, (x0, y0 + i * step, x1, y0 + (i + 1) * step)) for i, ch in enumerate(text)]
-        rows = min(max(round(h / row_height), 2), n)
-        per_row = -(-n // rows)
-        step = h / rows
-        chunks = [text[i:i + per_row] for i in range(0, n, per_row)]
-        return [(t, (x0, y0 + i * step, x0 + w * len(t) / per_row, y0 + (i + 1) * step))
-                for i, t in enumerate(chunks)]
+    if y1 - y0 >= 1.7 * row_height:
+        cut = min(max(n // 2 + int(rng.integers(-1, 2)), 1), n - 1)
+        mid = (y0 + y1) / 2
+        return (text[:cut], (box[0], box[1], box[2], mid)), (text[cut:], (box[0], mid, box[2], box[3]))
     cut = int(rng.integers(1, n))
-    gap = rng.uniform(0, 0.3) * h / 2
-    at = x0 + w * cut / n
-    return [(text[:cut], (x0, y0, max(at - gap, x0 + 1), y1)), (text[cut:], (min(at + gap, x1 - 1), y0, x1, y1))]
+    gap = rng.uniform(0, 0.3) * (y1 - y0) / 2
+    at = x0 + (x1 - x0) * cut / n
+    return (text[:cut], (x0, y0, max(at - gap, x0 + 1), y1)), (text[cut:], (min(at + gap, x1 - 1), y0, x1, y1))
 
 
 def _part_label_ids(pieces: Sequence[str], text: str, starts: Sequence[int], labels: Sequence[str],
@@ -160,7 +148,7 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
         else:
             groups.append([ln])
 
-    # One OCR line per group, or several for a cut entity (the later ones continuing it): text, box, ids, labels.
+    # One OCR line per group, or two for a cut entity (the second continuing the first): text, box, ids, labels.
     row_height = float(np.median([ln.box[3] - ln.box[1] for ln in lines]))
     items: list[tuple[str, tuple, list[int], list[int] | None, str | None]] = []
     for g in groups:
@@ -173,13 +161,13 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
             items.append((text, box, list(tokenizer.convert_tokens_to_ids(pieces)), labs, None))
             continue
         parts = split_line(g[0].text, box, row_height, rng) if aug.split > 0 and rng.random() < aug.split else None
-        pieces = [list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(t))) for t, _ in parts or ()]
-        if not parts or not all(pieces):
+        halves = [list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(t))) for t, _ in parts or ()]
+        if not parts or not all(halves):
             items.append((g[0].text, box, tokens[g[0]], None, g[0].label))
             continue
         b_id, i_id = line_label_ids([g[0].label], label2id)[0]
-        items += [(t, b, ids, ([b_id] + [i_id] * (len(ids) - 1)) if i == 0 else [i_id] * len(ids), None)
-                  for i, ((t, b), ids) in enumerate(zip(parts, pieces))]
+        items += [(parts[0][0], parts[0][1], halves[0], [b_id] + [i_id] * (len(halves[0]) - 1), None),
+                  (parts[1][0], parts[1][1], halves[1], [i_id] * len(halves[1]), None)]
 
     texts, boxes, token_ids, token_labels, line_labels = [], [], [], [], []
     for text, box, ids, labs, label in items:
@@ -196,9 +184,6 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
         token_ids.append(ids)
         token_labels.append(labs)
         line_labels.append(label)
-    order = order_lines(boxes)  # the (jittered) lines in reading order, as the pipeline orders OCR lines
-    texts, boxes, token_ids, token_labels, line_labels = ([v[i] for i in order] for v in
-                                                          (texts, boxes, token_ids, token_labels, line_labels))
     if sum(map(len, token_ids)) > max_len:
         return window
     out = build_windows(texts, boxes, doc.width, doc.height, None, line_labels=line_labels, label2id=label2id,

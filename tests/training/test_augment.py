@@ -70,41 +70,27 @@ def test_merge_makes_one_ocr_like_line_with_two_entities(tokenizer):
     assert [ln[1][0] for ln in lines[1:]] == ["B-QUESTION", "B-ANSWER", "B-HEADER"]
 
 
-def test_split_cuts_entities_into_lines_in_reading_order_the_later_ones_continuing(tokenizer):
+def test_split_cuts_an_entity_in_two_lines_the_second_continuing_it(tokenizer):
     from training.augment import split_line
 
-    # A two-row question (a tall box), a one-row answer right of its first row, and an OTHER line below.
+    # A two-row question (a tall box) and a one-row answer.
     lines = (_line("院系意见请审核", "QUESTION", (100, 100, 400, 180), 0),
              _line("同意", "ANSWER", (500, 100, 600, 140), 1), _line("备注", "OTHER", (100, 300, 200, 340), 2))
     doc = KieDocument("constructed.jpg", lines, 1000, 1000)
     w = augment_window(_window(doc, tokenizer), doc, tokenizer, L2I, np.random.default_rng(0), Augment(split=1.0))
     got = _lines_of(w, tokenizer)
     assert len(got) == 6  # every line cut in two
-    # Reading order, as the pipeline orders OCR lines: the answer's halves sit between the question's two rows.
-    (_, q1, qb1), (_, a1, ab1), (_, a2, ab2), (_, q2, qb2), (_, o1, _), (_, o2, _) = got
-    assert q1[0] == "B-QUESTION" and set(q1[1:] + q2) == {"I-QUESTION"}  # the second row continues the entity
+    (_, q1, qb1), (_, q2, qb2), (_, a1, ab1), (_, a2, ab2), (_, o1, _), (_, o2, _) = got
+    assert q1[0] == "B-QUESTION" and set(q1[1:] + q2) == {"I-QUESTION"}  # the second half continues the entity
     assert a1[0] == "B-ANSWER" and set(a1[1:] + a2) <= {"I-ANSWER"} and a2[0] == "I-ANSWER"
     assert set(o1 + o2) == {"O"}
-    assert qb1[1] == 100 and qb1[3] == qb2[1] == 140 and qb2[3] == 180  # the tall box: one line per row
-    assert qb2[2] < qb1[2]  # the last row as wide as its characters
+    assert qb1[1] == 100 and qb1[3] == qb2[1] == 140 and qb2[3] == 180  # the tall box: top and bottom halves
     assert ab1[1] == ab2[1] == 100 and ab1[2] <= ab2[0]  # the one-row box: side by side, a gap between
     rng = np.random.default_rng(1)
     for _ in range(20):
         (t1, b1), (t2, b2) = split_line("2019年11月5日", (0, 0, 300, 40), 40, rng)
         assert t1 + t2 == "2019年11月5日" and t1 and t2 and b1[2] <= b2[0] and b1[1] == b2[1] == 0
     assert split_line("年", (0, 0, 30, 40), 40, rng) is None
-
-
-def test_split_makes_a_line_per_row_of_wrapped_text_and_per_character_of_vertical_text():
-    from training.augment import split_line
-
-    rng = np.random.default_rng(0)
-    rows = split_line("曾在何时何处进修学习", (0, 0, 300, 120), 40, rng)  # three rows of a narrow table cell
-    assert [t for t, _ in rows] == ["曾在何时", "何处进修", "学习"]
-    assert [b for _, b in rows] == [(0, 0, 300, 40), (0, 40, 300, 80), (0, 80, 150, 120)]
-    chars = split_line("主要工作", (10, 0, 50, 200), 40, rng)  # vertical text: the detector finds each character
-    assert [t for t, _ in chars] == list("主要工作")
-    assert [b for _, b in chars] == [(10, 0, 50, 50), (10, 50, 50, 100), (10, 100, 50, 150), (10, 150, 50, 200)]
 
 
 def test_off_returns_the_window_itself(tokenizer):
@@ -118,15 +104,9 @@ def test_jitter_moves_boxes_within_the_page_and_the_bound(tokenizer):
     doc = _doc()
     w0 = _window(doc, tokenizer)
     w = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng(1), Augment(jitter=0.2))
-    # The jittered lines are re-read in tb-yx order, as the pipeline reads OCR lines: "张三" now starts 5 px
-    # higher than "姓名：" and the first two lines are never swapped back (PaddleOCR's order, models.reading_order).
-    line_tokens = [w0.input_ids[s:e].tolist() for s, e in w0.line_spans]
-    got_tokens = [w.input_ids[s:e].tolist() for s, e in w.line_spans]
-    order = [line_tokens.index(t) for t in got_tokens]
-    assert sorted(order) == list(range(len(doc.lines))) and order[:2] == [1, 0]
-    assert all((w.labels[s:e] == w0.labels[slice(*w0.line_spans[k])]).all() for (s, e), k in zip(w.line_spans, order))
+    assert w.line_spans == w0.line_spans and (w.labels == w0.labels).all() and (w.input_ids == w0.input_ids).all()
     moved = 0
-    for (s, _), ln in zip(w.line_spans, [doc.lines[k] for k in order]):
+    for (s, _), ln in zip(w.line_spans, doc.lines):
         h = ln.box[3] - ln.box[1]
         got = w.bbox[s] / 1000 * 1000  # page is 1000x1000: the 0..1000 grid is pixels
         assert np.all(np.abs(got - np.array(ln.box)) <= 0.2 * h + 1)
