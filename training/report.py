@@ -14,8 +14,9 @@ is exported to a temporary folder first. On the split's gold documents (gold OCR
   within a window), the model with one question per answer, and the rule on the same entities, page level;
 * ``pairs_gold_ocr``: key/value pairs from the predicted entities (SER + RE) against the gold links, a pair right
   when both its ends match a gold linked pair's boxes with IoU >= 0.5; the model and the rule on the same SER;
-* ``end2end`` (``--end2end``, images needed): the same from page images through the bundled OCR, and the
-  entity-level end-to-end score (PaddleOCR's ``eval_with_label_end2end``: box IoU, text and label).
+* ``end2end`` (``--end2end``, images needed): the same from page images through the bundled OCR, the
+  entity-level end-to-end score (PaddleOCR's ``eval_with_label_end2end``: box IoU, text and label), and
+  ``losses`` (:func:`pair_losses`): where the model's end-to-end pairs are lost.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from schemas.records import OcrLine, PageOcr
 from training.data import split_images
 from training.metrics import PRF, box_iou, end2end_scores, ser_scores
 
-__all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores"]
+__all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores", "pair_losses"]
 
 _CLASSES = ("QUESTION", "ANSWER", "HEADER")
 
@@ -64,6 +65,48 @@ def pair_scores(gold: Sequence[Sequence[tuple[Sequence[float], Sequence[float]]]
                 used_p.add(j)
                 tp += 1
     return PRF.from_counts(tp, n_pred, n_gold)
+
+
+LOSS_KINDS = ("right", "wrong_label", "entity_cut_wrong", "several_lines", "inside_longer_line", "no_line")
+
+
+def _end_kind(box: Sequence[float], label: str, page: PageOcr, ents: Sequence[Any]) -> tuple[str, int]:
+    """How one gold pair end came out: ``(kind, entity index or -1)``, kinds as :data:`LOSS_KINDS`."""
+    best = max(range(len(ents)), key=lambda i: box_iou(box, ents[i].box), default=-1)
+    if best >= 0 and box_iou(box, ents[best].box) >= 0.5:
+        return ("right" if ents[best].label == label else "wrong_label"), best
+    if any(box_iou(box, ln.box) >= 0.5 for ln in page.lines):
+        return "entity_cut_wrong", -1  # an OCR line matches: SER cut or joined it wrong (or called it O)
+    near = [ln.box for ln in page.lines if box_iou(box, ln.box) > 0.05]
+    if len(near) > 1:
+        return "several_lines", -1  # the detector read it as several lines (wrapped cell, vertical text, a gap)
+    if near:
+        return "inside_longer_line", -1  # one longer OCR line holds it and more: not cut at the right place
+    return "no_line", -1
+
+
+def pair_losses(docs: Sequence[Any], pages: Sequence[PageOcr], ents: Sequence[Sequence[Any]],
+                links: Sequence[Sequence[tuple[int, int, float]]]) -> dict[str, Any]:
+    """Where end-to-end pairs are lost: per gold pair, each end's outcome (:data:`LOSS_KINDS`, the first that
+    applies: an entity at IoU >= 0.5 with the right label, with another label, an OCR line at IoU >= 0.5 but no
+    such entity, several OCR lines over it, one longer OCR line holding it, no OCR line near), and for the pairs
+    with both ends right whether the pairs link them.
+
+    Returns:
+        ``{"pairs", "linked", "unlinked", "question_end": {kind: n}, "answer_end": {kind: n}}``.
+    """
+    out: dict[str, Any] = {"pairs": 0, "linked": 0, "unlinked": 0,
+                           "question_end": dict.fromkeys(LOSS_KINDS, 0), "answer_end": dict.fromkeys(LOSS_KINDS, 0)}
+    for doc, page, es, ls in zip(docs, pages, ents, links, strict=True):
+        linked = {(q, a) for q, a, _ in ls}
+        for q, a in doc.links():
+            (kq, iq), (ka, ia) = (_end_kind(doc.lines[k].box, doc.lines[k].label, page, es) for k in (q, a))
+            out["pairs"] += 1
+            out["question_end"][kq] += 1
+            out["answer_end"][ka] += 1
+            if kq == ka == "right":
+                out["linked" if (iq, ia) in linked else "unlinked"] += 1
+    return out
 
 
 def _line_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -257,6 +300,9 @@ def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any
     toks = kie.tokens(pages, images)
     decoded = [kie.entities(p, t) for p, t in zip(pages, toks)]
     out = _pair_rows(kie, pages, toks, decoded, [_gold_pairs(d) for d in kept])
+    if kie.re is not None:
+        ents = [e for _, _, e in decoded]
+        out["losses"] = pair_losses(kept, pages, ents, [kie.relate(p, t, e) for p, t, e in zip(pages, toks, ents)])
     gold = [[(ln.points, ln.text, ln.label) for ln in d.lines] for d in kept]
     pred = [[(line.polygon, line.text, lab) for line, lab in zip(p.lines, names)]
             for p, (names, _, _) in zip(pages, decoded)]
@@ -287,6 +333,11 @@ def format_report(r: dict[str, Any]) -> str:
         rows += [f"{'pairs end to end from images, model':<44}{f(e.get('model'))}",
                  f"{'pairs end to end from images, rule':<44}{f(e['rule'])}",
                  f"{'entities end to end (PaddleOCR e2e)':<44}{f(e['entities_paddleocr_e2e'])}"]
+    if "losses" in e:
+        lo = e["losses"]
+        rows.append(f"end-to-end gold pairs {lo['pairs']}: both ends right {lo['linked']} linked, {lo['unlinked']} not")
+        rows += [f"  {end.replace('_', ' ')}s: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in lo[end].items())
+                 for end in ("question_end", "answer_end")]
     return "\n".join(rows)
 
 
