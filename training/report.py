@@ -14,6 +14,9 @@ is exported to a temporary folder first. On the split's gold documents (gold OCR
   within a window), the model with one question per answer, and the rule on the same entities, page level;
 * ``pairs_gold_ocr``: key/value pairs from the predicted entities (SER + RE) against the gold links, a pair right
   when both its ends match a gold linked pair's boxes with IoU >= 0.5; the model and the rule on the same SER;
+* ``pairs_detector_view``: the same on the gold lines cut as a line detector reads them (:func:`detector_view`:
+  every box several rows tall one line per row or character, in tb-yx order), scored against the uncut gold
+  boxes: whether entities come back whole over the lines they were cut into, measured without page images;
 * ``end2end`` (``--end2end``, images needed): the same from page images through the bundled OCR, the
   entity-level end-to-end score (PaddleOCR's ``eval_with_label_end2end``: box IoU, text and label), and
   ``losses`` (:func:`pair_losses`): where the model's end-to-end pairs are lost.
@@ -28,13 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.features import bio_labels, build_windows
 from models.linker import link_by_rule
+from models.reading_order import order_lines
 from schemas.records import OcrLine, PageOcr
 from training.data import split_images
 from training.metrics import PRF, box_iou, end2end_scores, ser_scores
 
-__all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores", "pair_losses"]
+__all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores", "pair_losses", "detector_view"]
 
 _CLASSES = ("QUESTION", "ANSWER", "HEADER")
 
@@ -126,6 +132,50 @@ def _line_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -
 def _gold_pages(docs: Sequence[Any]) -> list[PageOcr]:
     return [PageOcr(d.width, d.height, tuple(OcrLine(ln.text, 1.0, ln.points, ln.box) for ln in d.lines))
             for d in docs]
+
+
+def _detector_rows(text: str, box: Sequence[int], row_height: float) -> list[tuple[str, tuple[int, ...]]]:
+    """One annotated line as the lines a detector reads: itself, or, for a box at least 1.7 ``row_height`` tall,
+    one line per character (over twice as tall as wide: vertical text) or per row (``round(height /
+    row_height)`` rows, at most one per character, the text in equal shares, left-aligned, the last row as wide as
+    its characters)."""
+    x0, y0, x1, y1 = box
+    h, w, n = y1 - y0, x1 - x0, len(text)
+    if n < 2 or row_height <= 0 or h < 1.7 * row_height:
+        return [(text, tuple(box))]
+    if h > 2 * w:
+        return [(ch, (x0, round(y0 + i * h / n), x1, round(y0 + (i + 1) * h / n))) for i, ch in enumerate(text)]
+    rows = min(max(round(h / row_height), 2), n)
+    per_row = -(-n // rows)
+    chunks = [text[i:i + per_row] for i in range(0, n, per_row)]
+    return [(t, (x0, round(y0 + i * h / rows), round(x0 + w * len(t) / per_row), round(y0 + (i + 1) * h / rows)))
+            for i, t in enumerate(chunks)]
+
+
+def detector_view(docs: Sequence[Any]) -> list[PageOcr]:
+    """Gold pages with every annotated box that holds several text rows (or vertical text) cut into one line per
+    row (or character), all lines then put in tb-yx order as OCR lines are (``models.reading_order.order_lines``):
+    the rows of a wrapped table cell come apart, other cells of their rows in between, as a line detector gives
+    them. Deterministic; the training augmentation's ``split`` is its random counterpart.
+
+    >>> from schemas.annotations import KieDocument, KieLine
+    >>> pts = ((0, 0), (1, 0), (1, 1), (0, 1))
+    >>> doc = KieDocument("a.jpg", (KieLine("曾在何时何处进修学习", "QUESTION", pts, (100, 100, 300, 160), 0),
+    ...                             KieLine("北大", "ANSWER", pts, (400, 100, 480, 130), 1),
+    ...                             KieLine("备注", "OTHER", pts, (100, 200, 160, 230), 2)), 1000, 1000)
+    >>> [(ln.text, ln.box) for ln in detector_view([doc])[0].lines][:3]
+    [('曾在何时何', (100, 100, 300, 130)), ('北大', (400, 100, 480, 130)), ('处进修学习', (100, 130, 300, 160))]
+    """
+    out = []
+    for d in docs:
+        row_height = float(np.median([ln.box[3] - ln.box[1] for ln in d.lines])) if d.lines else 0.0
+        parts = [r for ln in d.lines for r in _detector_rows(ln.text, ln.box, row_height)]
+        lines = []
+        for i in order_lines([b for _, b in parts]):
+            text, (x0, y0, x1, y1) = parts[i]
+            lines.append(OcrLine(text, 1.0, ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), (x0, y0, x1, y1)))
+        out.append(PageOcr(d.width, d.height, tuple(lines)))
+    return out
 
 
 def _gold_pairs(doc: Any) -> list[tuple[tuple, tuple]]:
@@ -254,6 +304,10 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
 
         # Pairs from predicted entities, gold OCR.
         report["pairs_gold_ocr"] = _pair_rows(kie, pages, toks, decoded[kie.decode], gold_p)
+        cut = detector_view(docs)
+        cut_toks = kie.tokens(cut, images)
+        report["pairs_detector_view"] = _pair_rows(kie, cut, cut_toks, [kie.entities(p, t) for p, t in
+                                                                        zip(cut, cut_toks)], gold_p)
         if end2end:
             report["end2end"] = _end2end(kie, m, split, docs)
     report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -328,6 +382,9 @@ def format_report(r: dict[str, Any]) -> str:
             f"{'RE gold entities, rule':<44}{f(r['re_gold']['rule'])}",
             f"{'pairs, gold OCR, model':<44}{f(r['pairs_gold_ocr'].get('model'))}",
             f"{'pairs, gold OCR, rule on the same SER':<44}{f(r['pairs_gold_ocr']['rule'])}"]
+    if "pairs_detector_view" in r:
+        rows += [f"{'pairs, gold lines cut as a detector, model':<44}{f(r['pairs_detector_view'].get('model'))}",
+                 f"{'pairs, gold lines cut as a detector, rule':<44}{f(r['pairs_detector_view']['rule'])}"]
     e = r.get("end2end") or {}
     if "rule" in e:
         rows += [f"{'pairs end to end from images, model':<44}{f(e.get('model'))}",

@@ -56,3 +56,22 @@ def test_each_gold_end_lands_in_one_loss_kind():
     text = format_report(rep)
     assert "end-to-end gold pairs 4: both ends right 1 linked, 1 not" in text
     assert "question ends: right 2, wrong label 0, entity cut wrong 0, several lines 1, inside longer line 1" in text
+
+
+def test_detector_view_cuts_tall_boxes_into_rows_and_vertical_text_into_characters():
+    from training.report import detector_view
+
+    doc = KieDocument("constructed.jpg", (
+        _gold("主要工作", "QUESTION", (50, 100, 80, 220), 0, 9),  # vertical: 30 wide, 120 tall
+        _gold("院系意见请审核", "QUESTION", (100, 100, 400, 190), 1, 9),  # three rows
+        _gold("同意", "ANSWER", (500, 100, 600, 130), 2, 9), _gold("备注", "OTHER", (100, 300, 200, 330), 3, 9),
+        _gold("日期", "QUESTION", (500, 400, 560, 430), 4, 9), _gold("签字", "QUESTION", (100, 500, 160, 530), 5, 9),
+    ), 1000, 1000)
+    lines = [(ln.text, ln.box) for ln in detector_view([doc])[0].lines]
+    assert sorted(lines) == sorted([
+        ("主", (50, 100, 80, 130)), ("要", (50, 130, 80, 160)), ("工", (50, 160, 80, 190)), ("作", (50, 190, 80, 220)),
+        ("院系意", (100, 100, 400, 130)), ("见请审", (100, 130, 400, 160)), ("核", (100, 160, 200, 190)),
+        ("同意", (500, 100, 600, 130)), ("备注", (100, 300, 200, 330)), ("日期", (500, 400, 560, 430)),
+        ("签字", (100, 500, 160, 530))])
+    # tb-yx order: the first row of every cell, then the next rows
+    assert [t for t, _ in lines[:3]] == ["主", "院系意", "同意"] and lines[-3][0] == "备注"
