@@ -156,7 +156,8 @@ def detector_view(docs: Sequence[Any]) -> list[PageOcr]:
     """Gold pages with every annotated box that holds several text rows (or vertical text) cut into one line per
     row (or character), all lines then put in tb-yx order as OCR lines are (``models.reading_order.order_lines``):
     the rows of a wrapped table cell come apart, other cells of their rows in between, as a line detector gives
-    them. Deterministic; the training augmentation's ``split`` is its random counterpart.
+    them. Deterministic; the training augmentation's ``split`` (``training.augment.split_line``) is a random,
+    two-piece counterpart.
 
     >>> from schemas.annotations import KieDocument, KieLine
     >>> pts = ((0, 0), (1, 0), (1, 1), (0, 1))
@@ -327,12 +328,14 @@ def _bio_token_tags(tk: Any, ents: Sequence[Any]) -> list[str]:
 
 
 def _pair_rows(kie: Any, pages: Sequence[PageOcr], toks: Sequence[Any], decoded: Sequence[Any],
-               gold: Sequence[Any]) -> dict[str, Any]:
+               gold: Sequence[Any], links: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Pair scores of the model and of the rule on the decoded entities; ``links``: the model's links per page
+    when the caller already has them (else :meth:`KiePredictor.relate` runs here)."""
     model, rule = [], []
-    for page, tk, (_, _, ents) in zip(pages, toks, decoded):
+    for i, (page, tk, (_, _, ents)) in enumerate(zip(pages, toks, decoded)):
         rule.append(_kv_boxes(ents, _rule_links(ents)))
         if kie.re is not None:
-            model.append(_kv_boxes(ents, kie.relate(page, tk, ents)))
+            model.append(_kv_boxes(ents, links[i] if links is not None else kie.relate(page, tk, ents)))
     out = {"rule": pair_scores(gold, rule).to_dict()}
     if kie.re is not None:
         out["model"] = pair_scores(gold, model).to_dict()
@@ -353,10 +356,10 @@ def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any
     pages = [tighten_boxes(p, kie.ocr_box_margin) for p in OcrPredictor()(images)]  # as KiePredictor.__call__
     toks = kie.tokens(pages, images)
     decoded = [kie.entities(p, t) for p, t in zip(pages, toks)]
-    out = _pair_rows(kie, pages, toks, decoded, [_gold_pairs(d) for d in kept])
-    if kie.re is not None:
-        ents = [e for _, _, e in decoded]
-        out["losses"] = pair_losses(kept, pages, ents, [kie.relate(p, t, e) for p, t, e in zip(pages, toks, ents)])
+    links = [kie.relate(p, t, ents) for p, t, (_, _, ents) in zip(pages, toks, decoded)] if kie.re is not None else None
+    out = _pair_rows(kie, pages, toks, decoded, [_gold_pairs(d) for d in kept], links)
+    if links is not None:
+        out["losses"] = pair_losses(kept, pages, [ents for _, _, ents in decoded], links)
     gold = [[(ln.points, ln.text, ln.label) for ln in d.lines] for d in kept]
     pred = [[(line.polygon, line.text, lab) for line, lab in zip(p.lines, names)]
             for p, (names, _, _) in zip(pages, decoded)]
