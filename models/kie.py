@@ -33,6 +33,10 @@ lines whose text the recognizer got exactly right). Models trained here learnt l
 (:func:`tighten_boxes`; metadata ``"ocr_box_margin"``, 0 -- PaddleOCR's boxes as they are -- when absent); the
 entities carry the tightened boxes, the OCR lines keep the detector's.
 
+Colons. With ``bio`` decoding and metadata ``"colon_split": true`` (models trained here), an entity the model left
+whole although its OCR line holds a key, the key's colon and a value ("有效期：2年") is cut at the colon into
+QUESTION and ANSWER (:func:`models.ser_decoding.split_at_colon`); absent means off (PaddleOCR's checkpoints).
+
 Thread-safe: the predictors are (models.paddle_infer) and the rest keeps no mutable state.
 """
 
@@ -63,9 +67,11 @@ from models.model_files import LABELS_FILE, METADATA_FILE
 from models.paddle_infer import InferenceOptions, PaddlePredictor
 from models.page_image import kie_image_batch
 from models.ser_decoding import (
+    COLONS,
     bio_spans,
     continues_line,
     merge_parts,
+    split_at_colon,
     split_box,
     token_char_spans,
     viterbi_bio,
@@ -219,7 +225,7 @@ class KiePredictor:
                  re: PaddlePredictor | str | None = None, *, re_kind: str = "paddleocr", decode: str = "vote",
                  batch_size: int = 8, multiple: int = 0, pair_features: Sequence[str] = PAIR_FEATURES,
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
-                 ser_image: bool = False, re_image: bool = False) -> None:
+                 ser_image: bool = False, re_image: bool = False, colon_split: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -238,6 +244,8 @@ class KiePredictor:
         if not 0.0 <= ocr_box_margin < 0.25:
             raise ValueError(f"ocr_box_margin={ocr_box_margin} must be in [0, 0.25)")
         self.ocr_box_margin = float(ocr_box_margin)
+        # bio decoding: a key and its value left in one entity are cut at the key's colon (split_at_colon)
+        self.colon_split = bool(colon_split) and {"B-QUESTION", "B-ANSWER"} <= set(labels)
         self.multiple = multiple
         self.pair_features = tuple(pair_features)  # the geometric head's inputs, as it was trained
         unknown = sorted(set(label_bias or {}) - set(self.labels))
@@ -322,6 +330,7 @@ class KiePredictor:
                    re_kind=re_kind, decode=decode or meta.get("decode", "vote"), batch_size=batch_size,
                    multiple=64 if dynamic else 0, label_bias=meta.get("label_bias"),
                    ocr_box_margin=float(meta.get("ocr_box_margin", 0.0)),
+                   colon_split=bool(meta.get("colon_split", False)),
                    ser_image=bool(meta.get("needs_image")),
                    re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr", **extra)
 
@@ -434,10 +443,13 @@ class KiePredictor:
             path = viterbi_bio(pr, self.labels, continues=cont)
             glue = cont is not None and self.labels[path[0]] == f"I-{cont}"
             spans = bio_spans(path, pr, self.labels)
+            colon = self.colon_split and any(c in line.text for c in COLONS)
+            chars = token_char_spans(toks.pieces[k], line.text) if len(spans) > 1 or colon else []
+            if colon:
+                spans = split_at_colon(spans, chars, line.text)
             longest = max(spans, key=lambda sp: sp.end - sp.start, default=None)
             names.append(longest.label if longest else "O")
             scores.append(longest.score if longest else float(pr[:, 0].mean()))
-            chars = token_char_spans(toks.pieces[k], line.text) if len(spans) > 1 else []
             for sp in spans:
                 if len(spans) == 1:
                     text, box = line.text, tuple(line.box)

@@ -18,13 +18,15 @@ Two decoders, chosen per predictor (``models.kie.KiePredictor(decode=...)``):
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["vote_line_labels", "bio_transitions", "viterbi_bio", "Span", "bio_spans", "span_tags",
-           "token_char_spans", "split_box", "continues_line", "merge_parts"]
+           "token_char_spans", "split_box", "continues_line", "merge_parts", "split_at_colon", "COLONS"]
 
 
 def vote_line_labels(token_preds: Sequence[np.ndarray], to_b: np.ndarray) -> list[int]:
@@ -169,6 +171,66 @@ def bio_spans(path: np.ndarray, probs: np.ndarray, labels: Sequence[str], *, min
     return out
 
 
+COLONS = ":："
+_NOT_A_VALUE = tuple("(（[【《<“\"'/_")  # after a colon: the key's own note ("地址：(含邮编)"), a URL, a blank
+_ITEM = re.compile(r"^\s*([0-9]{1,2}[.、．)）]|[（(][0-9一二三四五六七八九十]{1,2}[）)]"
+                   r"|[一二三四五六七八九十]{1,2}、|[☑☐□口■√✓])")
+"""The start of a list item or a check box: such a line is a value even when it holds a colon."""
+
+
+def split_at_colon(spans: Sequence[Span], chars: Sequence[tuple[int, int]], text: str) -> list[Span]:
+    """Key and value the model left in one entity, cut at the key's colon; a colon that went to the value given
+    back to its key.
+
+    A QUESTION or ANSWER span whose text holds a colon with text after it, no other colon after it and no digits
+    on both sides of it (a time, "12:30"), becomes QUESTION up to and with the colon and ANSWER after it (XFUND and
+    FUNSD keys end with their colon: "姓名：" "张三"); the colon must end a token. Left whole: a colon followed by a
+    bracket, quote, slash or blank (the key's own note: "出生地点：(国家/省/城市)", a URL), and a span that starts as
+    a list item or a check box ("1.诚信报名承诺：...", "☑其它：无"). An ANSWER that starts with a
+    colon token right after a QUESTION gives that token to the QUESTION.
+
+    Args:
+        spans: the line's spans (:func:`bio_spans`).
+        chars: each token's character range in ``text`` (:func:`token_char_spans`).
+        text: the line's text.
+
+    >>> chars = [(0, 3), (3, 4), (4, 5), (5, 6)]                     # 有效期 | ： | 2 | 年
+    >>> [(sp.label, sp.start, sp.end) for sp in split_at_colon([Span("QUESTION", 0, 4, 0.9)], chars, "有效期：2年")]
+    [('QUESTION', 0, 2), ('ANSWER', 2, 4)]
+    >>> [(sp.label, sp.start, sp.end) for sp in split_at_colon([Span("QUESTION", 0, 1, 0.9),
+    ...                                                         Span("ANSWER", 1, 4, 0.8)], chars, "有效期：2年")]
+    [('QUESTION', 0, 2), ('ANSWER', 2, 4)]
+    >>> [(sp.label, sp.start, sp.end) for sp in split_at_colon([Span("ANSWER", 0, 3, 0.9)],
+    ...                                                        [(0, 2), (2, 3), (3, 5)], "12:30")]
+    [('ANSWER', 0, 3)]
+    """
+    out: list[Span] = []
+    for sp in spans:
+        first = text[chars[sp.start][0]:chars[sp.start][1]].strip()
+        if (out and sp.label == "ANSWER" and out[-1].label == "QUESTION" and out[-1].end == sp.start
+                and sp.end - sp.start > 1 and first and first in COLONS):
+            out[-1] = Span(out[-1].label, out[-1].start, sp.start + 1, out[-1].score)
+            out.append(Span(sp.label, sp.start + 1, sp.end, sp.score))
+            continue
+        cut = None
+        if sp.label in ("QUESTION", "ANSWER"):
+            for t in range(sp.start, sp.end - 1):
+                c = chars[t][1] - 1
+                if c < 0 or text[c] not in COLONS:
+                    continue
+                after = text[c + 1:chars[sp.end - 1][1]].strip()
+                before = text[chars[sp.start][0]:c].strip()
+                if (after and before and not any(ch in COLONS for ch in after) and not after.startswith(_NOT_A_VALUE)
+                        and not _ITEM.match(before) and not (before[-1:].isdigit() and after[:1].isdigit())):
+                    cut = t + 1
+                    break
+        if cut is None:
+            out.append(sp)
+        else:
+            out += [Span("QUESTION", sp.start, cut, sp.score), Span("ANSWER", cut, sp.end, sp.score)]
+    return out
+
+
 def span_tags(spans: Sequence[Span], n_tokens: int) -> list[str]:
     """Token labels of decoded entities: ``B-X`` on each entity's first token, ``I-X`` on the rest, ``O`` outside
     every entity (what PaddleOCR's token-level metric reads). ``spans`` are anything with ``label``, ``start`` and
@@ -186,30 +248,45 @@ def span_tags(spans: Sequence[Span], n_tokens: int) -> list[str]:
 def token_char_spans(pieces: Sequence[str], text: str) -> list[tuple[int, int]]:
     """Character range ``[start, end)`` in ``text`` of each sentencepiece piece of that text.
 
-    Pieces are matched left to right against the text with spaces skipped and the ``▁`` word marker dropped;
-    where the tokenizer changed characters (normalisation), the remaining pieces are spread in proportion.
+    Pieces are matched left to right against the text as the tokenizer saw it (NFKC-normalised: full-width
+    "：" is ":" in a piece), with spaces skipped and the ``▁`` word marker dropped, and mapped back to the
+    original characters; where the tokenizer changed characters otherwise, the remaining pieces are spread in
+    proportion.
 
     >>> token_char_spans(["▁姓名", ":", "张三"], "姓名:张三")
     [(0, 2), (2, 3), (3, 5)]
+    >>> token_char_spans(["▁", "有效期", ":", "2", "年"], "有效期：2年")
+    [(0, 0), (0, 3), (3, 4), (4, 5), (5, 6)]
     """
+    norm, src = [], []  # the normalised text, and per normalised character its original index
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKC", ch):
+            norm.append(c)
+            src.append(i)
+    norm_text = "".join(norm)
     out: list[tuple[int, int]] = []
     pos = 0
     for k, piece in enumerate(pieces):
-        core = piece.replace("\u2581", "")
-        while pos < len(text) and text[pos].isspace():
+        core = unicodedata.normalize("NFKC", piece.replace("\u2581", ""))
+        while pos < len(norm_text) and norm_text[pos].isspace():
             pos += 1
-        if core and text.startswith(core, pos):
-            out.append((pos, pos + len(core)))
+        if not core:  # a lone word marker: no characters of its own
+            at = src[pos] if pos < len(src) else len(text)
+            out.append((at, at))
+            continue
+        if norm_text.startswith(core, pos):
+            out.append((src[pos], src[pos + len(core) - 1] + 1))
             pos += len(core)
             continue
         # Fallback: spread what is left of the text over the remaining pieces by their lengths.
+        start = src[pos] if pos < len(src) else len(text)
         rest = [max(len(p.replace("\u2581", "")), 1) for p in pieces[k:]]
-        left = len(text) - pos
+        left = len(text) - start
         acc = 0
         for n in rest:
-            s = pos + round(left * acc / sum(rest))
+            s0 = start + round(left * acc / sum(rest))
             acc += n
-            out.append((s, pos + round(left * acc / sum(rest))))
+            out.append((s0, start + round(left * acc / sum(rest))))
         return out
     return out
 

@@ -18,6 +18,9 @@ misread characters. :func:`augment_window` rebuilds one training window that way
 * ``jitter``: every box edge moves by up to this fraction of the line height (uniform), clipped to the page.
 * ``drop``: a line is left out with this probability (never every line).
 * ``noise``: a token id is replaced by a random one with this probability (labels unchanged).
+* ``swap``: an ``ANSWER`` line's text is replaced, with this probability, by the text of another training answer
+  of the same script (:func:`answer_pool`; of five drawn, the one closest in length), so that the model reads a
+  value from where it stands and how it looks next to its key, not from values it has learnt by heart.
 
 The window keeps its place in the epoch (one window in, one window out), so batches, resume and the length
 sampler are unchanged; a window whose rebuild would not fit ``max_len`` (or that holds a line cut across windows)
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,7 +39,7 @@ from models.features import Window, build_windows, line_label_ids, tokenize_line
 from models.ser_decoding import merge_parts, token_char_spans
 from schemas.annotations import KieDocument
 
-__all__ = ["Augment", "split_line", "augment_window"]
+__all__ = ["Augment", "split_line", "augment_window", "answer_pool"]
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,46 @@ class Augment:
     jitter: float = 0.0
     drop: float = 0.0
     noise: float = 0.0
+    swap: float = 0.0
 
     @property
     def active(self) -> bool:
         """Whether any augmentation is on."""
-        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise))
+        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise, self.swap))
+
+
+def _cjk(text: str) -> bool:
+    return any("\u3000" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff" or "\uff00" <= c <= "\uffef" for c in text)
+
+
+def answer_pool(docs: Sequence[KieDocument]) -> dict[bool, list[str]]:
+    """The training answers' texts for ``swap``, by script (True: with CJK characters), each text once, in order.
+
+    >>> from schemas.annotations import KieLine
+    >>> def line(text, label, i): return KieLine(text, label, ((0, 0), (9, 0), (9, 9), (0, 9)), (0, 0, 9, 9), i)
+    >>> doc = KieDocument("p", (line("姓名", "QUESTION", 0), line("张三", "ANSWER", 1), line("Smith", "ANSWER", 2)),
+    ...                   20, 20)
+    >>> answer_pool([doc])
+    {True: ['张三'], False: ['Smith']}
+    """
+    out: dict[bool, list[str]] = {True: [], False: []}
+    seen: set[str] = set()
+    for doc in docs:
+        for ln in doc.lines:
+            text = ln.text.strip()
+            if ln.label == "ANSWER" and text and text not in seen:
+                seen.add(text)
+                out[_cjk(text)].append(text)
+    return out
+
+
+def _swapped(text: str, pool: Mapping[bool, Sequence[str]], rng: np.random.Generator) -> str:
+    """Another answer of ``text``'s script, the closest in length of five drawn; ``text`` when there is none."""
+    cands = pool.get(_cjk(text)) or ()
+    if not cands:
+        return text
+    drawn = [cands[int(i)] for i in rng.integers(len(cands), size=5)]
+    return min(drawn, key=lambda t: abs(len(t) - len(text)))
 
 
 def _same_row_neighbours(a: Sequence[float], b: Sequence[float], max_gap: float) -> bool:
@@ -114,7 +152,8 @@ def _part_label_ids(pieces: Sequence[str], text: str, starts: Sequence[int], lab
 
 
 def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mapping[str, int],  # noqa: ANN001
-                   rng: np.random.Generator, aug: Augment, *, max_len: int = 512) -> Window:
+                   rng: np.random.Generator, aug: Augment, *, max_len: int = 512,
+                   pool: Mapping[bool, Sequence[str]] | None = None) -> Window:
     """One training window rebuilt with ``aug`` (see the module docstring); labels are required.
 
     Args:
@@ -125,6 +164,7 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
         rng: the random source (seed it per step for a reproducible, resumable run).
         aug: what to do.
         max_len: the window length.
+        pool: the answers ``swap`` draws from (:func:`answer_pool` of the training documents); no swap without it.
 
     Returns:
         The new window, or ``window`` itself when it cannot be rebuilt within ``max_len``.
@@ -138,6 +178,13 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
     keep = [ln for ln in lines if rng.random() >= aug.drop] if aug.drop > 0 else list(lines)
     if not keep:
         keep = [lines[int(rng.integers(len(lines)))]]
+    if aug.swap > 0 and pool:
+        for i, ln in enumerate(keep):
+            if ln.label == "ANSWER" and rng.random() < aug.swap:
+                new = replace(ln, text=_swapped(ln.text, pool, rng))
+                ids = list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(new.text)))
+                if ids:
+                    keep[i], tokens[new] = new, ids
 
     # Merge neighbours on one row into groups of (text, label, box) parts.
     groups: list[list] = []

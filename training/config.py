@@ -73,9 +73,10 @@ class TrainConfig:
             geometric head on ``init_from``'s frozen SER encoder, ``training.re_head``).
         bucket_by_length: batch windows of similar length (``training.data.LengthBucketSampler``) instead of
             Paddle's ``DistributedBatchSampler``; with the token axis cut per batch, an epoch costs much less.
-        augment_merge / augment_split / augment_jitter / augment_drop / augment_noise: SER training augmentation
-            (``training.augment``): same-row neighbours merged into one line, entities cut into two lines, box
-            jitter (fraction of the line height), line drops and token replacement; all 0 = off.
+        augment_merge / augment_split / augment_jitter / augment_drop / augment_noise / augment_swap: SER training
+            augmentation (``training.augment``): same-row neighbours merged into one line, entities cut into two
+            lines, box jitter (fraction of the line height), line drops, token replacement and answer texts swapped
+            for other training answers; all 0 = off.
     """
 
     task: str = "ser"
@@ -115,6 +116,7 @@ class TrainConfig:
     augment_jitter: float = 0.0
     augment_drop: float = 0.0
     augment_noise: float = 0.0
+    augment_swap: float = 0.0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -130,13 +132,13 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
-        for name in ("augment_merge", "augment_split", "augment_drop", "augment_noise"):
+        for name in ("augment_merge", "augment_split", "augment_drop", "augment_noise", "augment_swap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be within [0, 1]")
         if self.augment_jitter < 0:
             raise ValueError(f"augment_jitter={self.augment_jitter} must be >= 0")
         if self.task != "ser" and any(getattr(self, n) for n in ("augment_merge", "augment_split", "augment_jitter",
-                                                                   "augment_drop", "augment_noise")):
+                                                                   "augment_drop", "augment_noise", "augment_swap")):
             raise ValueError("augment_* are SER settings (training.augment): set task='ser'")
         if not 0.0 <= self.max_skipped_fraction <= 1.0:
             raise ValueError(f"max_skipped_fraction={self.max_skipped_fraction} must be within [0, 1]")

@@ -37,7 +37,7 @@ from paddle.io import DistributedBatchSampler
 from models.features import MODEL_INPUTS, RE_INPUTS, bio_labels
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
 from models.tokenizer import load_tokenizer, train_tokenizer
-from training.augment import Augment, augment_window
+from training.augment import Augment, answer_pool, augment_window
 from training.config import TrainConfig, lr_at
 from training.data import (
     Example,
@@ -159,7 +159,8 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
         train_ex = [e for e in train_ex if len(e.re.pairs)]  # windows without candidates add no RE loss
     make_batch = ser_batch if ser else re_batch
     aug = Augment(merge=config.augment_merge, split=config.augment_split, jitter=config.augment_jitter,
-                  drop=config.augment_drop, noise=config.augment_noise)
+                  drop=config.augment_drop, noise=config.augment_noise, swap=config.augment_swap)
+    pool = answer_pool(train_docs) if aug.swap > 0 else None
     label2id = {n: i for i, n in enumerate(bio_labels(labels))}
 
     def train_examples(indices: list[int]) -> list[Example]:
@@ -168,7 +169,8 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
             return [train_ex[i] for i in indices]
         rng = np.random.default_rng([config.seed, rank, step])  # per step: a resumed run draws the same
         return [dataclasses.replace(train_ex[i], window=augment_window(
-            train_ex[i].window, train_docs[train_ex[i].doc], tokenizer, label2id, rng, aug, max_len=config.max_len))
+            train_ex[i].window, train_docs[train_ex[i].doc], tokenizer, label2id, rng, aug, max_len=config.max_len,
+            pool=pool))
             for i in indices]
     keys = MODEL_INPUTS + (("labels",) if ser else (*RE_INPUTS, "pair_labels")) + (("image",) if visual else ())
 

@@ -15,7 +15,7 @@ from models.kie import KiePredictor, PageTokens
 from models.layoutxlm import LayoutXLMConfig, ReHeadModel, SerModel
 from models.linker import RuleConfig, link_by_rule
 from models.paddle_infer import InferenceOptions
-from models.ser_decoding import bio_spans, span_tags, split_box, token_char_spans, viterbi_bio
+from models.ser_decoding import Span, bio_spans, span_tags, split_at_colon, split_box, token_char_spans, viterbi_bio
 from models.text_recognizer import ctc_greedy_decode
 from models.tokenizer import load_tokenizer
 from schemas.records import OcrLine, PageOcr
@@ -222,6 +222,64 @@ def test_trimmed_windows_predict_the_same_as_full_windows(tmp_path, tiny_kie_dir
     full = KiePredictor(trimmed.ser, trimmed.labels, trimmed.tokenizer, 512, multiple=0)
     (a,), (b,) = trimmed.tokens([page]), full.tokens([page])
     assert np.abs(a.probs[0] - b.probs[0]).max() < 1e-5
+
+
+def test_token_char_spans_read_pieces_as_the_tokenizer_normalised_them():
+    # The tokenizer writes a full-width colon as ":" (NFKC): the pieces still land on their own characters.
+    assert token_char_spans(["▁", "有效期", ":", "2", "年"], "有效期：2年") == [(0, 0), (0, 3), (3, 4), (4, 5), (5, 6)]
+    assert token_char_spans(["▁", "电子", "邮件", "▁", "ab"], "电子邮件 ab") == [(0, 0), (0, 2), (2, 4), (5, 5), (5, 7)]
+    assert token_char_spans(["▁Name", "1"], "Ｎａｍｅ①") == [(0, 4), (4, 5)]
+
+
+def _cut(text, pieces, spans):
+    chars = token_char_spans(pieces, text)
+    return [(sp.label, text[chars[sp.start][0]:chars[sp.end - 1][1]]) for sp in split_at_colon(spans, chars, text)]
+
+
+def test_split_at_colon_cuts_key_and_value_and_leaves_other_colons():
+    q = [Span("QUESTION", 0, 5, 0.9)]
+    assert _cut("有效期：2年", ["▁", "有效期", ":", "2", "年"], q) == [("QUESTION", "有效期："), ("ANSWER", "2年")]
+    a = [Span("ANSWER", 0, 4, 0.9)]  # the model called the whole merged line a value
+    assert _cut("类别：博士", ["▁类别", ":", "博", "士"], a) == [("QUESTION", "类别："), ("ANSWER", "博士")]
+    # The colon the model gave the value goes back to its key.
+    qa = [Span("QUESTION", 0, 1, 0.9), Span("ANSWER", 1, 4, 0.8)]
+    assert _cut("姓名：张三", ["▁姓名", ":", "张", "三"], qa) == [("QUESTION", "姓名："), ("ANSWER", "张三")]
+    # Left whole: a time, a key with its own note, a list item, a check box, a key alone, two keys in one line.
+    assert _cut("12:30", ["▁12", ":", "30"], [Span("ANSWER", 0, 3, 0.9)]) == [("ANSWER", "12:30")]
+    assert _cut("地址：(含邮编)", ["▁地址", ":", "(", "含", "邮编", ")"], [Span("QUESTION", 0, 6, 0.9)]) == [
+        ("QUESTION", "地址：(含邮编)")]
+    item = [Span("ANSWER", 0, 4, 0.9)]
+    assert _cut("1.承诺：属实", ["▁1.", "承诺", ":", "属实"], item) == [("ANSWER", "1.承诺：属实")]
+    assert _cut("☑其它：无", ["▁☑", "其它", ":", "无"], [Span("ANSWER", 0, 4, 0.9)]) == [("ANSWER", "☑其它：无")]
+    assert _cut("姓名：", ["▁姓名", ":"], [Span("QUESTION", 0, 2, 0.9)]) == [("QUESTION", "姓名：")]
+    assert _cut("性别：女学号：", ["▁性别", ":", "女", "学号", ":"], [Span("QUESTION", 0, 5, 0.9)]) == [
+        ("QUESTION", "性别：女学号：")]
+    assert _cut("第一页", ["▁第一", "页"], [Span("HEADER", 0, 2, 0.9)]) == [("HEADER", "第一页")]
+
+
+def test_colon_split_in_metadata_cuts_the_pipelines_entities(tmp_path, tiny_kie_dirs):
+    text = "有效期：2年"
+    line = OcrLine(text, 0.9, ((0, 0), (1, 0), (1, 1), (0, 1)), (100, 50, 400, 80))
+    page = PageOcr(1000, 1000, (line,))
+    pieces = ["▁", "有效期", ":", "2", "年"]
+    win = build_windows([text], [line.box], 1000, 1000, None, token_ids=[[5, 6, 7, 8, 9]], max_len=8)[0]
+    toks = PageTokens([win], [_onehot([1, 2, 2, 2, 2])], [None], [pieces])  # one QUESTION over the whole line
+    import shutil
+
+    from models.integrity import write_sha256sums
+
+    ser = shutil.copytree(tiny_kie_dirs[0], tmp_path / "ser")
+    meta = json.loads((ser / "metadata.json").read_text())
+    (ser / "metadata.json").write_text(json.dumps({**meta, "colon_split": True}))
+    write_sha256sums(ser)
+    off = KiePredictor.from_dirs(tiny_kie_dirs[0], "rule", decode="bio")
+    on = KiePredictor.from_dirs(ser, "rule", decode="bio")
+    assert not off.colon_split and on.colon_split
+    assert [(e.label, e.text) for e in off.entities(page, toks)[2]] == [("QUESTION", text)]
+    ents = on.entities(page, toks)[2]
+    assert [(e.label, e.text) for e in ents] == [("QUESTION", "有效期："), ("ANSWER", "2年")]
+    assert ents[0].box[2] == ents[1].box[0] and ents[0].box[0] == 100 and ents[1].box[2] == 400
+    assert on.relate(page, toks, ents) == [(0, 1, 1.0)]
 
 
 def test_entities_decoding_from_constructed_probabilities(tiny_kie_dirs):

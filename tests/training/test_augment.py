@@ -11,7 +11,7 @@ from models.features import bio_labels, build_windows, normalize_box
 from models.ser_decoding import merge_parts
 from models.tokenizer import load_tokenizer
 from schemas.annotations import KieDocument, KieLine
-from training.augment import Augment, augment_window
+from training.augment import Augment, answer_pool, augment_window
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +52,23 @@ def _lines_of(w, tokenizer):
 def test_merge_parts_joins_latin_with_a_space_only():
     assert merge_parts(["Name:", "John"]) == ("Name: John", [0, 6])
     assert merge_parts(["性别：", "女", "学号："]) == ("性别：女学号：", [0, 3, 4])
+
+
+def test_swap_replaces_answer_texts_by_other_answers_of_their_script_only(tokenizer):
+    doc = _doc()
+    other = KieDocument("other.jpg", (_line("王五六", "ANSWER", (0, 0, 90, 40), 0),
+                                      _line("12345", "ANSWER", (0, 50, 90, 90), 1)), 100, 100)
+    pool = answer_pool([other])
+    assert pool == {True: ["王五六"], False: ["12345"]}
+    w = augment_window(_window(doc, tokenizer), doc, tokenizer, L2I, np.random.default_rng(0), Augment(swap=1.0),
+                       pool=pool)
+    lines = _lines_of(w, tokenizer)
+    texts = ["".join(t.replace("▁", "") for t in text) for text, _, _ in lines]
+    assert texts == ["姓名:", "王五六", "地址", "王五六", "申请表"]  # both answers swapped, keys and header kept
+    assert [labs[0] for _, labs, _ in lines] == ["B-QUESTION", "B-ANSWER", "B-QUESTION", "B-ANSWER", "B-HEADER"]
+    assert [box for _, _, box in lines] == [box for _, _, box in _lines_of(_window(doc, tokenizer), tokenizer)]
+    same = augment_window(_window(doc, tokenizer), doc, tokenizer, L2I, np.random.default_rng(0), Augment(swap=1.0))
+    assert _lines_of(same, tokenizer) == _lines_of(_window(doc, tokenizer), tokenizer)  # no pool, no swap
 
 
 def test_merge_makes_one_ocr_like_line_with_two_entities(tokenizer):
