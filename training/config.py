@@ -77,6 +77,8 @@ class TrainConfig:
             augmentation (``training.augment``): same-row neighbours merged into one line, entities cut into two
             lines, box jitter (fraction of the line height), line drops, token replacement and answer texts swapped
             for other training answers; all 0 = off.
+        relative_bias_lr_scale: learning-rate multiplier of the relative attention bias tables (``rel_pos*``):
+            tables added to a trained model start at zero and, at the encoder's rate, barely move in a few epochs.
     """
 
     task: str = "ser"
@@ -117,6 +119,7 @@ class TrainConfig:
     augment_drop: float = 0.0
     augment_noise: float = 0.0
     augment_swap: float = 0.0
+    relative_bias_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -132,6 +135,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+        if self.relative_bias_lr_scale <= 0:
+            raise ValueError(f"relative_bias_lr_scale={self.relative_bias_lr_scale} must be > 0")
         for name in ("augment_merge", "augment_split", "augment_drop", "augment_noise", "augment_swap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be within [0, 1]")

@@ -282,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ser_init", help="start SER from this model instead of the smooth init: a kiebeam checkpoint, "
                                       "or an exported SER folder (e.g. the bundled models/assets/default_kie/ser) "
                                       "turned back into one (training.store.checkpoint_from_export)")
+    p.add_argument("--relative_bias", type=float, metavar="LR_SCALE",
+                   help="switch on LayoutLMv2's relative attention biases (1-D positions, 2-D boxes) in the --ser_init "
+                        "model, tables from zero, trained at LR_SCALE times the SER rate "
+                        "(training.store.with_relative_attention_bias)")
     args = p.parse_args(argv)
+    if args.relative_bias is not None and not args.ser_init:
+        p.error("--relative_bias adds bias tables to a trained model: give --ser_init")
     command = "python -m training.default_model " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     work, out = Path(args.work), Path(args.out)
     manifest = str(work / "manifest.json")
@@ -312,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
             init = Path(args.ser_init)
         elif not (init / "metadata.json").exists():
             build_smooth_init(ser_cfg, init)
+        if args.relative_bias is not None:
+            from training.shards import load_manifest
+            from training.store import with_relative_attention_bias
+
+            ser_cfg = ser_cfg.replace(relative_bias_lr_scale=args.relative_bias)
+            if not (work / "init_relative" / "metadata.json").exists():
+                with_relative_attention_bias(init, work / "init_relative", labels=load_manifest(manifest).labels)
+            init = work / "init_relative"
         train_main(ser_cfg.replace(init_from=str(init)))
         timings["ser_seconds"] = timings.get("ser_seconds", 0.0) + time.perf_counter() - t0
         timings_path.write_text(json.dumps(timings))

@@ -300,3 +300,34 @@ def _match_generated_names(stored: Any, model: Any) -> dict[str, str] | None:
             return None
         mapping[name] = target
     return mapping
+
+
+def with_relative_attention_bias(src: str | os.PathLike, out_dir: str | os.PathLike, *,
+                                 labels: Sequence[str]) -> Path:
+    """A copy of SER checkpoint ``src`` with LayoutLMv2's relative attention biases switched on.
+
+    The 1-D (token positions) and 2-D (box ``x0`` / ``y1``) bias tables (``models.layoutxlm.LayoutXLMEncoder``)
+    start at zero, so the copy computes exactly what ``src`` does until training moves them; tables ``src`` already
+    has are kept.
+
+    Args:
+        src: a kiebeam SER checkpoint folder.
+        out_dir: the checkpoint folder to write.
+        labels: the class list (``Manifest.labels``) the model was trained with.
+
+    Returns:
+        ``out_dir``.
+    """
+    import dataclasses
+
+    from models import checkpoint
+    from models.layoutxlm import SerModel
+
+    ckpt = checkpoint.load_checkpoint(src, task="ser")
+    cfg = dataclasses.replace(ckpt.config, has_relative_attention_bias=True, has_spatial_attention_bias=True)
+    model = SerModel(cfg, ckpt.model.num_labels)
+    tables = {k: paddle.zeros_like(v) for k, v in model.state_dict().items() if ".rel_pos" in k}
+    model.set_state_dict({**tables, **ckpt.model.state_dict()})
+    return save_model(model, out_dir, task="ser", tokenizer_dir=ckpt.tokenizer_dir, labels=labels,
+                      metadata={"init": f"{src} with zero relative attention bias tables"},
+                      max_len=int(ckpt.metadata.get("max_len", 512)))

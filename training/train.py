@@ -176,6 +176,10 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
 
     # ---------------------------------------------------------------- optimizer (PaddleOCR: AdamW, no decay)
     params = [p for m in models for p in m.parameters()]
+    for m in models:
+        for name, p in m.named_parameters():
+            if ".rel_pos" in name:  # Paddle's per-parameter multiplier of the optimizer's rate
+                p.optimize_attr["learning_rate"] = config.relative_bias_lr_scale
     clip = paddle.nn.ClipGradByNorm(config.clip_norm) if config.clip_norm else None
     optimizer = paddle.optimizer.AdamW(learning_rate=config.learning_rate, parameters=params, beta1=0.9,
                                        beta2=0.999, epsilon=1e-8, weight_decay=config.weight_decay, grad_clip=clip)

@@ -148,10 +148,11 @@ def test_corrupt_checkpoints_name_the_file(tok_dir, tmp_path):
         load_checkpoint(folder)
 
 
-@pytest.mark.parametrize("mkldnn", [True, False])
-def test_export_matches_dynamic_graph(tok_dir, tmp_path, mkldnn):
+@pytest.mark.parametrize("mkldnn,relative", [(True, False), (False, False), (True, True)])
+def test_export_matches_dynamic_graph(tok_dir, tmp_path, mkldnn, relative):
+    """``relative``: LayoutLMv2's 1-D and 2-D attention bias tables (random, non-zero) go through the export."""
     paddle.seed(11)
-    cfg = LayoutXLMConfig(**TINY)
+    cfg = LayoutXLMConfig(**TINY, has_relative_attention_bias=relative, has_spatial_attention_bias=relative)
     ser, re = SerModel(cfg, 7), ReModel(cfg)
     ser.eval()
     re.eval()

@@ -142,3 +142,32 @@ def test_train_resume_reproduces_next_step_loss(one_doc, tmp_path):
     assert _loss_at(tmp_path / "cut", 5) == pytest.approx(_loss_at(tmp_path / "full", 5), rel=1e-6)
     state = json.loads((tmp_path / "cut" / "latest" / "state.json").read_text())
     assert state["step"] == 5
+
+
+def test_relative_bias_tables_start_at_zero_and_train_at_their_own_rate(one_doc, tmp_path):
+    from training.store import with_relative_attention_bias
+
+    manifest, _ = one_doc
+    base = get_preset("tiny_ser", manifest=manifest, batch_size=1, epochs=1, max_len=128, schedule="constant",
+                      warmup_epochs=0, learning_rate=1e-3)
+    main(base.replace(out_dir=str(tmp_path / "src"), max_steps=2))
+    init = with_relative_attention_bias(tmp_path / "src" / "best", tmp_path / "init", labels=LABELS)
+    src, rel = load_checkpoint(tmp_path / "src" / "best"), load_checkpoint(init)
+    assert rel.config.has_relative_attention_bias and rel.config.has_spatial_attention_bias
+    assert not src.config.has_relative_attention_bias and not src.config.has_spatial_attention_bias
+    rng = np.random.default_rng(3)
+    ids = paddle.to_tensor(rng.integers(3, src.config.vocab_size, (2, 40)).astype(np.int64))
+    xy = np.sort(rng.integers(0, 1000, (2, 40, 2, 2)), axis=2)
+    bbox = paddle.to_tensor(np.stack([xy[..., 0, 0], xy[..., 0, 1], xy[..., 1, 0], xy[..., 1, 1]], -1))
+    mask, types = paddle.ones([2, 40], "int64"), paddle.zeros([2, 40], "int64")
+    want, got = (c.model(ids, bbox, mask, types).logits.numpy() for c in (src, rel))
+    assert np.abs(got - want).max() < 1e-5  # zero tables: the same model
+
+    moved = {}
+    for scale in (1.0, 10.0):  # Adam's first step moves each table entry that has a gradient by lr * scale
+        out = tmp_path / f"scale_{scale:g}"
+        main(base.replace(init_from=str(init), out_dir=str(out), max_steps=1, relative_bias_lr_scale=scale))
+        state = paddle.load(str(out / "latest" / "model_0.pdparams"))
+        moved[scale] = float(np.abs(state["layoutxlm.encoder.rel_pos_x_bias.weight"].numpy()).max())
+    assert moved[1.0] == pytest.approx(1e-3, rel=1e-3)
+    assert moved[10.0] == pytest.approx(1e-2, rel=1e-3)
