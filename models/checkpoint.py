@@ -106,16 +106,22 @@ def _task_of(model: Any) -> str:
 
 
 def encoder_fingerprint(state: dict[str, Any]) -> str:
-    """A sha256 over the encoder weights (``layoutxlm.*`` keys, sorted) of a state dict.
+    """A sha256 over the encoder weights that shape its hidden states (``layoutxlm.*`` keys, sorted).
 
     A geometric RE head (``models.layoutxlm.ReHeadModel``) reads the hidden states of the SER encoder it was
     trained on; the SER export and the head both record this fingerprint, and ``models.kie.KiePredictor``
-    refuses a head whose encoder is not the SER folder's.
+    refuses a head whose encoder is not the SER folder's. The pooler never reaches the hidden states, nor do
+    ``visual_segment_embedding`` and ``visual_LayerNorm`` without a visual backbone (VI-LayoutXLM): an export
+    drops them, so they are left out, and a SER folder turned back into a checkpoint
+    (``training.store.checkpoint_from_export``) keeps its export's fingerprint.
     """
     import hashlib
 
+    visual = any(k.startswith("layoutxlm.visual.") for k in state)
+    unused = ("layoutxlm.pooler.",) + (() if visual else ("layoutxlm.visual_segment_embedding",
+                                                          "layoutxlm.visual_LayerNorm."))
     h = hashlib.sha256()
-    for k in sorted(k for k in state if k.startswith("layoutxlm.")):
+    for k in sorted(k for k in state if k.startswith("layoutxlm.") and not k.startswith(unused)):
         v = state[k]
         arr = np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else np.asarray(v), dtype=np.float32)
         h.update(k.encode())

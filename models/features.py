@@ -421,6 +421,8 @@ PAIR_FEATURES = (
     "dx_gap", "dy_gap", "dx_center", "dy_center", "log_distance", "row_overlap", "col_overlap",
     "right_of", "below", "same_row", "same_col", "q_rank_row", "q_rank_near", "a_rank_near",
     "is_row_nearest", "is_col_nearest", "between", "q_width", "a_width", "height_ratio", "rule_link",
+    "row_between_answers", "row_between_questions", "col_between_answers", "col_between_questions",
+    "a_has_row_question", "q_has_row_answer",
 )
 """The relative geometry of a candidate (question, answer) pair fed to the geometric RE head, in order: the
 default of :func:`pair_features`. A trained head records the names it was trained with (its ``metadata.json``
@@ -443,7 +445,13 @@ def pair_features(window: Window, re: ReInputs, names: Sequence[str] = PAIR_FEAT
     candidates of the same answer (``q_rank_*``) or question (``a_rank_*``) and are given as ``1 / (1 + rank)``.
     ``between`` counts the other entities whose centre lies inside the rectangle spanned by the two boxes.
     ``rule_link`` is 1 where the geometric rule (``models.linker.link_by_rule``, its tuned tolerances, on the grid
-    boxes) links the pair.
+    boxes) links the pair. The context features describe the entities around the pair by kind, which a table
+    needs (a column header links through a stack of answers, a row key's answer has none between them):
+    ``row_between_*`` counts the answers / questions on the answer's row that lie between the question's right
+    edge and the answer's left edge, ``col_between_*`` those in the answer's column (x overlap >= half the
+    narrower box) whose centre lies between the question's bottom and the answer's top (both ``log1p``);
+    ``a_has_row_question`` is 1 when some candidate question lies left of the answer on its row,
+    ``q_has_row_answer`` when the question has some candidate answer right of it on its row.
 
     Args:
         window: the window.
@@ -506,6 +514,16 @@ def pair_features(window: Window, re: ReInputs, names: Sequence[str] = PAIR_FEAT
     idx = np.arange(len(boxes))[None, :]
     inside &= (idx != re.pairs[:, :1]) & (idx != re.pairs[:, 1:])
     between = np.log1p(inside.sum(1))
+    # Context by kind: what lies between the two on the answer's row, and in the answer's column.
+    others = (idx != re.pairs[:, :1]) & (idx != re.pairs[:, 1:])
+    on_row = _interval_overlap(a[:, None, 1], a[:, None, 3], boxes[None, :, 1], boxes[None, :, 3]) >= 0.5
+    row_mid = on_row & (centres[None, :, 0] > q[:, None, 2]) & (centres[None, :, 0] < a[:, None, 0]) & others
+    in_col = _interval_overlap(a[:, None, 0], a[:, None, 2], boxes[None, :, 0], boxes[None, :, 2]) >= 0.5
+    col_mid = in_col & (centres[None, :, 1] > q[:, None, 3]) & (centres[None, :, 1] < a[:, None, 1]) & others
+    is_q = (re.entities[:, 2] == RE_ENTITY_LABELS["QUESTION"])[None, :]
+    is_a = (re.entities[:, 2] == RE_ENTITY_LABELS["ANSWER"])[None, :]
+    q_row = np.zeros(len(boxes), bool)
+    q_row[re.pairs[np.isfinite(row_key), 0]] = True
     kinds = ["QUESTION" if k == RE_ENTITY_LABELS["QUESTION"] else "ANSWER" if k == RE_ENTITY_LABELS["ANSWER"]
              else "HEADER" for k in re.entities[:, 2]]
     ruled = set(link_by_rule(boxes.tolist(), kinds))
@@ -516,5 +534,8 @@ def pair_features(window: Window, re: ReInputs, names: Sequence[str] = PAIR_FEAT
         q_rank_row, q_rank_near, a_rank_near, (q_rank_row == 1).astype(np.float64),
         rule_col.astype(np.float64), between,
         (q[:, 2] - q[:, 0]) / 1000, (a[:, 2] - a[:, 0]) / 1000, np.log(qh / ah), rule_link,
+        np.log1p((row_mid & is_a).sum(1)), np.log1p((row_mid & is_q).sum(1)), np.log1p((col_mid & is_a).sum(1)),
+        np.log1p((col_mid & is_q).sum(1)), has_row[re.pairs[:, 1]].astype(np.float64),
+        q_row[re.pairs[:, 0]].astype(np.float64),
     ), strict=True))
     return np.stack([columns[n] for n in names], axis=1).astype(np.float32)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from models.integrity import write_sha256sums
+from models.integrity import sha256_file, write_sha256sums
 from training.config import TrainConfig, get_preset
 from training.shards import build_manifest, shard_entry
 from training.train import main as train_main
@@ -185,10 +185,16 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     manifest = str(work / "manifest.json")
     old_meta = out / "ser" / "metadata.json"
     previous = json.loads(old_meta.read_text()) if old_meta.exists() else {}  # the model being replaced
+    weights = out / "ser" / "inference.pdiparams"
+    previous_weights = sha256_file(weights) if weights.exists() else None
     export_inference(work / "ser" / "best", out / "ser")
     export_inference(work / "re" / "best", out / "re")
     meta_path = out / "ser" / "metadata.json"
     meta = json.loads(meta_path.read_text())
+    same_ser = previous_weights == sha256_file(weights)  # a new RE head on the bundled SER (--stage re --ser_init)
+    if same_ser:  # the SER folder keeps its own training record (its rebuilt checkpoint carries none)
+        meta.update({k: previous[k] for k in ("source_metrics", "training_data") if k in previous})
+        timings = {**previous.get("train_seconds", {}), **timings}
     meta["decode"] = "bio"  # models trained here: whole entities, key/value lines split (models.ser_decoding)
     meta["ocr_box_margin"] = OCR_BOX_MARGIN  # models.kie.tighten_boxes (0: the detector's boxes as they are)
     meta["colon_split"] = COLON_SPLIT  # models.ser_decoding.split_at_colon
@@ -224,11 +230,31 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
         path = out / task / "metadata.json"
         meta = json.loads(path.read_text())
         meta.update(record)
+        if task == "ser" and same_ser and previous.get("command"):  # the SER weights came from the earlier runs
+            meta["command"] = f"{previous['command']} && {record['command']}"
         path.write_text(json.dumps(meta, indent=2, default=str))
         write_sha256sums(out / task)
     print(format_report(report))
     print(json.dumps({"kie_ms_per_page": report["kie_ms_per_page"], "bytes": sum(sizes.values())}))
     return report
+
+
+def _ser_as_checkpoint(shared: Path, work: Path, ser: Path) -> None:
+    """A new RE head on a trained SER model: its checkpoint (or its exported folder, turned back into one) becomes
+    ``work/ser/best``, beside the manifest the head trains on."""
+    import shutil
+
+    from training.shards import load_manifest
+    from training.store import checkpoint_from_export
+
+    if (work / "ser" / "best" / "metadata.json").exists():
+        raise SystemExit(f"error: {work / 'ser' / 'best'} exists already; --stage re --ser_init wants a new --work")
+    if not (work / "manifest.json").exists():
+        build_default_manifest(shared, work)
+    if (ser / "inference.pdiparams").exists():
+        checkpoint_from_export(ser, work / "ser" / "best", labels=load_manifest(str(work / "manifest.json")).labels)
+    else:
+        shutil.copytree(ser, work / "ser" / "best")
 
 
 def _record_stage(work: Path, command: str, seconds: float) -> None:
@@ -281,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
                         "noise=0.03")
     p.add_argument("--ser_init", help="start SER from this model instead of the smooth init: a kiebeam checkpoint, "
                                       "or an exported SER folder (e.g. the bundled models/assets/default_kie/ser) "
-                                      "turned back into one (training.store.checkpoint_from_export)")
+                                      "turned back into one (training.store.checkpoint_from_export); with "
+                                      "--stage re alone, the SER model whose encoder the RE head is trained on "
+                                      "(copied to WORK/ser/best, which the export stage exports)")
     p.add_argument("--relative_bias", type=float, metavar="LR_SCALE",
                    help="switch on LayoutLMv2's relative attention biases (1-D positions, 2-D boxes) in the --ser_init "
                         "model, tables from zero, trained at LR_SCALE times the SER rate "
@@ -334,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.re_head import train_re_head
 
         t0 = time.perf_counter()
+        if args.stage == "re" and args.ser_init:
+            _ser_as_checkpoint(Path(args.shared), work, Path(args.ser_init))
         re_cfg = get_preset("default_re_head", manifest=manifest, out_dir=str(work / "re"),
                             init_from=str(work / "ser" / "best"))
         if args.re_epochs:

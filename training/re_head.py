@@ -66,7 +66,7 @@ def _collate(items: Sequence[HeadExample]) -> dict[str, paddle.Tensor]:
     hidden = np.zeros((b, t, items[0].hidden.shape[1]), np.float32)
     ents = np.full((b, n_e, 3), -1, np.int64)
     pairs = np.full((b, n_p, 2), -1, np.int64)
-    feats = np.zeros((b, n_p, len(PAIR_FEATURES)), np.float32)
+    feats = np.zeros((b, n_p, items[0].features.shape[1]), np.float32)
     labels = np.full((b, n_p), IGNORE_INDEX, np.int64)
     for i, x in enumerate(items):
         hidden[i, :len(x.hidden)] = x.hidden

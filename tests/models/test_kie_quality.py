@@ -111,14 +111,37 @@ def test_pair_features_by_name_keep_older_heads_and_carry_the_rule():
                         max_len=8)[0]
     r = entity_re_inputs([(0, 1, 1), (1, 2, 2), (2, 3, 1), (3, 4, 2)], [0, 1, 2, 3])
     full = pair_features(win, r)
-    older = PAIR_FEATURES[:-1]  # the list the first geometric heads were trained with
-    assert np.array_equal(pair_features(win, r, older), full[:, :len(older)])
+    for n_older in (20, 21):  # the lists of the first geometric heads and of the session-7 head
+        older = PAIR_FEATURES[:n_older]
+        assert np.array_equal(pair_features(win, r, older), full[:, :n_older])
+    assert PAIR_FEATURES[20] == "rule_link"
     rule = full[:, PAIR_FEATURES.index("rule_link")]
     ruled = set(link_by_rule(boxes, ["QUESTION", "ANSWER", "QUESTION", "ANSWER"]))
     assert ruled == {(0, 1), (2, 3)}
     assert [bool(x) for x in rule] == [(int(q), int(a)) in ruled for q, a in r.pairs]
     with pytest.raises(ValueError, match="unknown pair features"):
         pair_features(win, r, ["dx_gap", "no_such_feature"])
+
+
+def test_pair_features_describe_the_entities_around_a_pair_by_kind():
+    # A table column: header Q0 over answers A1, A2; a row: key Q3, then answers A4, A5 to its right.
+    boxes = [(0, 0, 100, 20), (0, 30, 100, 50), (0, 60, 100, 80),
+             (0, 200, 100, 220), (120, 200, 200, 220), (220, 200, 300, 220)]
+    win = build_windows([f"e{i}" for i in range(6)], boxes, 1000, 1000, None, token_ids=[[5 + i] for i in range(6)],
+                        max_len=16)[0]
+    kinds = [1, 2, 2, 1, 2, 2]
+    r = entity_re_inputs([(i, i + 1, k) for i, k in enumerate(kinds)], list(range(6)))
+    f = pair_features(win, r)
+    col = {n: i for i, n in enumerate(PAIR_FEATURES)}
+    row_of = {(int(q), int(a)): k for k, (q, a) in enumerate(r.pairs)}
+    one = np.log1p(1)
+    assert f[row_of[(0, 1)], col["col_between_answers"]] == 0
+    assert np.isclose(f[row_of[(0, 2)], col["col_between_answers"]], one)  # A1 lies between Q0 and A2
+    assert f[row_of[(0, 2)], col["col_between_questions"]] == 0
+    assert f[row_of[(3, 4)], col["row_between_answers"]] == 0
+    assert np.isclose(f[row_of[(3, 5)], col["row_between_answers"]], one)  # A4 lies between Q3 and A5
+    assert f[row_of[(3, 5)], col["a_has_row_question"]] == 1 and f[row_of[(3, 5)], col["q_has_row_answer"]] == 1
+    assert f[row_of[(0, 1)], col["a_has_row_question"]] == 0 and f[row_of[(0, 1)], col["q_has_row_answer"]] == 0
 
 
 def test_an_exported_ser_folder_becomes_a_training_checkpoint_again(tmp_path, tiny_kie_dirs):
@@ -137,6 +160,10 @@ def test_an_exported_ser_folder_becomes_a_training_checkpoint_again(tmp_path, ti
     want = paddle.jit.load(str(tiny_kie_dirs[0] / "inference"))(ids, bbox, mask, types)
     got = model(ids, bbox, mask, types).logits
     assert np.abs(got.numpy() - want[0].numpy()).max() < 1e-5
+    # An RE head trained on the rebuilt encoder pairs with the exported SER folder: the export drops the pooler
+    # (random in the rebuilt model), which the fingerprint leaves out.
+    exported = json.loads((tiny_kie_dirs[0] / "metadata.json").read_text())["encoder_fingerprint"]
+    assert encoder_fingerprint(model.state_dict()) == exported
 
 
 def test_ctc_steps_give_character_positions():
