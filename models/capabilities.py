@@ -14,7 +14,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Capabilities", "detect_capabilities", "read_cpu_flags", "ISA_FLAGS", "BF16_FLAGS"]
+__all__ = ["Capabilities", "detect_capabilities", "read_cpu_flags", "mkl_cpu_type", "use_fast_mkl", "ISA_FLAGS",
+           "BF16_FLAGS"]
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags that make bf16 matmuls fast (oneDNN and OpenVINO use them)."""
@@ -124,3 +125,42 @@ def detect_capabilities(cpuinfo: str | None = None) -> Capabilities:
         return caps
     return Capabilities(read_cpu_flags(cpuinfo), caps.cuda_devices, caps.tensorrt, caps.openvino, caps.why_no_gpu,
                         caps.why_no_tensorrt)
+
+
+MKL_CPU_TYPE_VAR = "MKL_DEBUG_CPU_TYPE"
+
+
+def mkl_cpu_type(cpuinfo: str | None = None) -> str | None:
+    """The ``MKL_DEBUG_CPU_TYPE`` that gives Paddle's MKL its AVX2 kernels on this CPU, or None where not needed.
+
+    Paddle's dynamic-graph matmuls (training) call MKL (``libmklml``), which takes its generic code path on a CPU
+    whose vendor is not Intel; ``5`` selects the AVX2 path. Measured on the 2-vCPU AMD EPYC (AVX2), twenty
+    (4096 x 384) @ (384 x 1536) products: 4.4 s unset, 1.5 s with 5 (numpy's OpenBLAS 1.2 s). Exported programs run
+    through oneDNN, which picks its kernels by instruction set whatever the vendor, so inference is unchanged.
+
+    Args:
+        cpuinfo: a ``/proc/cpuinfo`` text (tests); None reads the machine's.
+
+    >>> mkl_cpu_type("vendor_id : AuthenticAMD\\nflags : fpu avx2 fma")
+    '5'
+    >>> mkl_cpu_type("vendor_id : GenuineIntel\\nflags : fpu avx2 fma") is None
+    True
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    vendor = next((line.partition(":")[2].strip() for line in cpuinfo.splitlines()
+                   if line.partition(":")[0].strip() == "vendor_id"), "")
+    return "5" if vendor == "AuthenticAMD" and "avx2" in read_cpu_flags(cpuinfo) else None
+
+
+def use_fast_mkl() -> None:
+    """Sets ``MKL_DEBUG_CPU_TYPE`` where :func:`mkl_cpu_type` says so and the user has not set it (before MKL's
+    first call reads it: training entry points call this first)."""
+    import os
+
+    value = mkl_cpu_type()
+    if value and MKL_CPU_TYPE_VAR not in os.environ:
+        os.environ[MKL_CPU_TYPE_VAR] = value

@@ -512,10 +512,9 @@ def pair_features(window: Window, re: ReInputs, names: Sequence[str] = PAIR_FEAT
     inside = ((centres[None, :, 0] > lo[:, None, 0]) & (centres[None, :, 0] < hi[:, None, 0])
               & (centres[None, :, 1] >= lo[:, None, 1] - 1) & (centres[None, :, 1] <= hi[:, None, 1] + 1))
     idx = np.arange(len(boxes))[None, :]
-    inside &= (idx != re.pairs[:, :1]) & (idx != re.pairs[:, 1:])
-    between = np.log1p(inside.sum(1))
+    others = (idx != re.pairs[:, :1]) & (idx != re.pairs[:, 1:])  # (P, E): every entity but the pair's two
+    between = np.log1p((inside & others).sum(1))
     # Context by kind: what lies between the two on the answer's row, and in the answer's column.
-    others = (idx != re.pairs[:, :1]) & (idx != re.pairs[:, 1:])
     on_row = _interval_overlap(a[:, None, 1], a[:, None, 3], boxes[None, :, 1], boxes[None, :, 3]) >= 0.5
     row_mid = on_row & (centres[None, :, 0] > q[:, None, 2]) & (centres[None, :, 0] < a[:, None, 0]) & others
     in_col = _interval_overlap(a[:, None, 0], a[:, None, 2], boxes[None, :, 0], boxes[None, :, 2]) >= 0.5

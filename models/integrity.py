@@ -13,6 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from models.packed_params import ensure_unpacked
+
 __all__ = ["ModelIntegrityError", "sha256_file", "verify_model_dir", "write_sha256sums"]
 
 SUMS_FILE = "SHA256SUMS"
@@ -67,6 +69,7 @@ def verify_model_dir(path: str | os.PathLike, required: list[str] | tuple[str, .
     if not folder.is_dir():
         raise ModelIntegrityError(f"model folder {folder} does not exist or is not a folder")
     for name in required:
+        ensure_unpacked(folder / name)
         if not (folder / name).is_file():
             raise ModelIntegrityError(f"model folder {folder} is missing {name}")
     sums_path = folder / SUMS_FILE
@@ -84,6 +87,8 @@ def verify_model_dir(path: str | os.PathLike, required: list[str] | tuple[str, .
     verified = {}
     for name, want in sums.items():
         file = folder / name
+        if not file.is_file():
+            ensure_unpacked(file)  # a listed parameter file that ships packed (models.packed_params)
         if not file.is_file():
             raise ModelIntegrityError(f"{file} is listed in {sums_path} but missing")
         got = sha256_file(file)

@@ -26,6 +26,7 @@ import numpy as np
 
 from models.backends import OCR_ROLES, InferenceOptions, Runtime, log_notes, resolve_runtime
 from models.integrity import sha256_file, verify_model_dir
+from models.packed_params import ensure_unpacked
 
 __all__ = ["InferenceOptions", "PaddlePredictor", "find_program", "tune_malloc", "verified_program",
            "paddle_config", "kie_trt_shapes", "ordered_inputs", "LendingPool", "TRT_WORKSPACE_BYTES"]
@@ -45,7 +46,8 @@ def find_program(model_dir: str | Path) -> tuple[Path, Path]:
         model_dir: a Paddle Inference folder (PaddleOCR's ``*_infer`` folders, or one we exported).
 
     Returns:
-        ``(program file, params file)``; ``inference.json`` is preferred over ``inference.pdmodel``.
+        ``(program file, params file)``; ``inference.json`` is preferred over ``inference.pdmodel``. A folder that
+        holds ``inference.pdiparams.packed`` instead of ``inference.pdiparams`` is unpacked first.
 
     Raises:
         ValueError: the folder is missing or holds no program or no parameters.
@@ -58,6 +60,7 @@ def find_program(model_dir: str | Path) -> tuple[Path, Path]:
         raise ValueError(f"model folder {folder} has no program file: expected one of {list(_PROGRAM_FILES)} "
                          f"(an exported Paddle Inference model), found {sorted(p.name for p in folder.iterdir())}")
     params = folder / _PARAMS_FILE
+    ensure_unpacked(params)  # a bundled folder ships its parameters packed (models.packed_params)
     if not params.is_file():
         raise ValueError(f"model folder {folder} has {programs[0].name} but no {_PARAMS_FILE}")
     return programs[0], params

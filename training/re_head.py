@@ -116,12 +116,14 @@ def train_re_head(config: TrainConfig) -> dict[str, Any]:
     Returns:
         ``{"best_hmean", "best_step", "steps", "out_dir"}``.
     """
+    from models.capabilities import use_fast_mkl
     from models.checkpoint import encoder_fingerprint, load_checkpoint, save_checkpoint
     from models.tokenizer import load_tokenizer
     from training.shards import load_manifest, load_split
 
     if not config.init_from:
         raise ValueError("the geometric RE head trains on a SER model's encoder: pass init_from (a SER checkpoint)")
+    use_fast_mkl()  # before the encoder's first matmul (models.capabilities.mkl_cpu_type)
     random.seed(config.seed)
     np.random.seed(config.seed)
     paddle.seed(config.seed)

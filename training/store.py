@@ -17,8 +17,8 @@ import paddle
 
 from models.features import bio_labels
 
-__all__ = ["save_model", "load_init", "plot_metrics", "optimizer_state", "load_optimizer_state", "resume_files",
-           "seal_resume_folder", "load_resume_folder", "checkpoint_from_export"]
+__all__ = ["save_model", "round_as_packed", "load_init", "plot_metrics", "optimizer_state", "load_optimizer_state",
+           "resume_files", "seal_resume_folder", "load_resume_folder", "checkpoint_from_export"]
 
 
 def save_model(model: paddle.nn.Layer, folder: str | os.PathLike, *, task: str, tokenizer_dir: str | os.PathLike,
@@ -331,3 +331,26 @@ def with_relative_attention_bias(src: str | os.PathLike, out_dir: str | os.PathL
     return save_model(model, out_dir, task="ser", tokenizer_dir=ckpt.tokenizer_dir, labels=labels,
                       metadata={"init": f"{src} with zero relative attention bias tables"},
                       max_len=int(ckpt.metadata.get("max_len", 512)))
+
+
+def round_as_packed(folder: str | os.PathLike) -> bool:
+    """Rounds a SER checkpoint's weights in place to what its exported folder will hold once packed
+    (``models.packed_params.rounded``), so an RE head trained next reads the encoder states users get.
+
+    Returns:
+        True if it rounded; False if the checkpoint's metadata says it already was (``rounded_as_packed``).
+    """
+    from models import checkpoint
+    from models.packed_params import rounded
+
+    ckpt = checkpoint.load_checkpoint(folder, task="ser")
+    if ckpt.metadata.get("rounded_as_packed"):
+        return False
+    state = {k: paddle.to_tensor(rounded(v.numpy())) for k, v in ckpt.model.state_dict().items()}
+    ckpt.model.set_state_dict(state)
+    meta = {k: v for k, v in ckpt.metadata.items() if k not in ("format", "version", "task", "max_len", "family")}
+    checkpoint.save_checkpoint(ckpt.model, folder, tokenizer_dir=ckpt.tokenizer_dir, labels=ckpt.labels,
+                               training_data=meta.pop("training_data", None), metrics=meta.pop("metrics", None),
+                               extra={**meta, "rounded_as_packed": True},
+                               max_len=int(ckpt.metadata.get("max_len", 512)))
+    return True

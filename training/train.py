@@ -34,6 +34,7 @@ import numpy as np
 import paddle
 from paddle.io import DistributedBatchSampler
 
+from models.capabilities import use_fast_mkl
 from models.features import MODEL_INPUTS, RE_INPUTS, bio_labels
 from models.layoutxlm import LayoutXLMConfig, ReModel, SerModel
 from models.tokenizer import load_tokenizer, train_tokenizer
@@ -96,6 +97,7 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
         ``{"best_hmean", "best_step", "steps", "out_dir"}``.
     """
     # ---------------------------------------------------------------- setup: processes, seeds, run folder
+    use_fast_mkl()  # MKL's AVX2 kernels on AMD CPUs (models.capabilities.mkl_cpu_type): ~3x faster matmuls
     world = paddle.distributed.get_world_size()
     if world > 1:
         paddle.distributed.init_parallel_env()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.backends import Runtime, resolve_runtime
-from models.capabilities import Capabilities, detect_capabilities, read_cpu_flags
+from models.capabilities import Capabilities, detect_capabilities, mkl_cpu_type, read_cpu_flags
 from models.features import MODEL_INPUTS
 from models.integrity import ModelIntegrityError
 from models.openvino_infer import OpenVinoPredictor, openvino_config
@@ -40,6 +40,12 @@ def test_cpu_flags_are_read_from_cpuinfo_text():
     assert not detect_capabilities("flags : fpu avx2 fma\n").bf16
     assert read_cpu_flags("no flags line here") == frozenset()
     assert AMX.isa().startswith("avx2 fma avx512f") and "amx_bf16" in AMX.isa()
+
+
+def test_mkl_gets_its_avx2_kernels_on_amd_only():
+    assert mkl_cpu_type("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 fma\n") == "5"
+    assert mkl_cpu_type("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse\n") is None  # no AVX2: MKL's own choice
+    assert mkl_cpu_type(CPUINFO) is None  # Intel: MKL already picks its fast kernels
 
 
 @pytest.mark.parametrize("caps, options, role, want, note", [

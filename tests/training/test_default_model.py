@@ -7,7 +7,7 @@ import pytest
 
 from models.checkpoint import load_checkpoint
 from training.config import get_preset
-from training.default_model import build_smooth_init, sinusoid_table
+from training.inits import build_smooth_init, sinusoid_table
 from training.shards import build_manifest, read_shard, shard_entry, write_shard
 
 LABELS = ["OTHER", "QUESTION", "ANSWER", "HEADER"]
