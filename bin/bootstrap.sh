@@ -68,3 +68,7 @@ SUMS
   (cd "$OCR_DIR/ch_PP-OCRv4_rec_infer" && sha256sum -c --quiet SHA256SUMS)
   touch "$OCR_DIR/.complete"
 fi
+
+# The bundled SER parameters ship packed (models/packed_params.py); loading unpacks them too, this does it once.
+"$VENV/bin/python" -c "from pathlib import Path; from models.packed_params import ensure_unpacked; \
+ensure_unpacked(Path('models/assets/default_kie/ser/inference.pdiparams'))"

@@ -35,6 +35,7 @@ from typing import Any
 from models.integrity import sha256_file, write_sha256sums
 from models.packed_params import pack_folder
 from training.config import get_preset
+from training.inits import FRESH_INITS
 from training.shards import build_manifest, shard_entry
 from training.train import main as train_main
 
@@ -148,7 +149,8 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     report["kie_ms_per_page"] = round((time.perf_counter() - t0) * 1000 / len(pages), 1)
     sizes = {str(f.relative_to(out)): f.stat().st_size for f in sorted(out.rglob("*")) if f.is_file()}
     stages = _read_stages(work)
-    history = list(previous.get("command_history") or []) if any("--ser_init" in st["command"] for st in stages) else []
+    continues = any("--ser_init" in st["command"] for st in stages) and not _fresh_start(work / "ser" / "best")
+    history = list(previous.get("command_history") or []) if continues else []
     history += [f"{st['command']}  # {st['seconds'] / 60:.0f} min" for st in stages] + [command]
     record = {"command": " && ".join([st["command"] for st in stages] + [command]),
               "command_history": history,
@@ -169,6 +171,16 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     print(format_report(report))
     print(json.dumps({"kie_ms_per_page": report["kie_ms_per_page"], "bytes": sum(sizes.values())}))
     return report
+
+
+def _fresh_start(ser: Path) -> bool:
+    """The SER checkpoint's run started from a new init (``training.inits``: smooth tables or the pretrained
+    encoder), not from an earlier model, so the replaced model's command history is not its history."""
+    meta_path = ser / "metadata.json"
+    init_from = (json.loads(meta_path.read_text()).get("config") or {}).get("init_from") if meta_path.exists() else None
+    init_meta = Path(init_from or "") / "metadata.json"
+    init = json.loads(init_meta.read_text()).get("init", "") if init_from and init_meta.exists() else ""
+    return init.startswith(FRESH_INITS)
 
 
 def _as_checkpoint(model: Path, dest: Path, manifest: str) -> Path:

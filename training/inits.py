@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from training.config import TrainConfig
     from training.pretrained import PretrainedEncoder
 
-__all__ = ["sinusoid_table", "build_smooth_init", "build_pretrained_init"]
+__all__ = ["FRESH_INITS", "sinusoid_table", "build_smooth_init", "build_pretrained_init"]
+
+FRESH_INITS = ("smooth sinusoid", "multilingual-e5-small")
+"""How the ``init`` note of a checkpoint these functions write begins (a run from it starts a new model)."""
 
 _LAYER_TENSORS = {  # packed name -> (models.layoutxlm parameter path under encoder.layer.N, is a matrix)
     "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
@@ -102,7 +105,7 @@ def build_smooth_init(config: TrainConfig, out: Path) -> Path:
         w[:rows or n] = sinusoid_table(rows or n, d)
         table.weight.set_value(w)
     return save_model(model, out, task="ser", tokenizer_dir=tok_dir, labels=manifest.labels,
-                      metadata={"init": "smooth sinusoid position tables (training.default_model)"},
+                      metadata={"init": "smooth sinusoid position tables (training.inits)"},
                       max_len=config.max_len)
 
 

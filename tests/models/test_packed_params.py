@@ -86,3 +86,14 @@ def test_rounded_gives_the_values_a_pack_and_unpack_give(tiny_kie_dirs, tmp_path
             got = rounded(values, q4_min_rows=400, q8_min_size=4096)
             assert got.tobytes() == want
             assert rounded(got, q4_min_rows=400, q8_min_size=4096).tobytes() == want  # a second rounding: no change
+
+
+def test_the_bundled_model_as_the_repository_holds_it_stays_under_the_size_limits():
+    from pathlib import Path
+
+    bundle = Path(__file__).resolve().parents[2] / "models" / "assets" / "default_kie"
+    ignored = {bundle / "ser" / PARAMS} if (bundle / "ser" / (PARAMS + ".packed")).is_file() else set()
+    files = [f for f in bundle.rglob("*") if f.is_file() and f not in ignored]  # the unpacked file is not committed
+    sizes = {str(f.relative_to(bundle)): f.stat().st_size for f in files}
+    assert max(sizes.values()) < 15_000_000, sizes
+    assert sum(sizes.values()) < 30_000_000, sizes

