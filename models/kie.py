@@ -37,6 +37,12 @@ Colons. With ``bio`` decoding and metadata ``"colon_split": true`` (models train
 whole although its OCR line holds a key, the key's colon and a value ("有效期：2年") is cut at the colon into
 QUESTION and ANSWER (:func:`models.ser_decoding.split_at_colon`); absent means off (PaddleOCR's checkpoints).
 
+Continued lines. With ``bio`` decoding, a line whose first token the model calls ``I-X`` joins the entity of that
+label it continues (a wrapped cell's next row, vertical text's next character: :meth:`KiePredictor._continued`);
+metadata ``"continue_lines": false`` turns this off, so every line starts its own entities (measured for the
+session-12 model in ``training.default_model.CONTINUE_LINES``: better on the validation split, fewer end-to-end
+pairs on the held-out one, so the bundled model keeps it on).
+
 Thread-safe: the predictors are (models.paddle_infer) and the rest keeps no mutable state.
 """
 
@@ -225,7 +231,8 @@ class KiePredictor:
                  re: PaddlePredictor | str | None = None, *, re_kind: str = "paddleocr", decode: str = "vote",
                  batch_size: int = 8, multiple: int = 0, pair_features: Sequence[str] = PAIR_FEATURES,
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
-                 ser_image: bool = False, re_image: bool = False, colon_split: bool = False) -> None:
+                 ser_image: bool = False, re_image: bool = False, colon_split: bool = False,
+                 continue_lines: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -246,6 +253,8 @@ class KiePredictor:
         self.ocr_box_margin = float(ocr_box_margin)
         # bio decoding: a key and its value left in one entity are cut at the key's colon (split_at_colon)
         self.colon_split = bool(colon_split) and {"B-QUESTION", "B-ANSWER"} <= set(labels)
+        # bio decoding: a line whose first token the model calls I-X may join the entity it continues (_continued)
+        self.continue_lines = bool(continue_lines)
         self.multiple = multiple
         self.pair_features = tuple(pair_features)  # the geometric head's inputs, as it was trained
         unknown = sorted(set(label_bias or {}) - set(self.labels))
@@ -331,6 +340,7 @@ class KiePredictor:
                    multiple=64 if dynamic else 0, label_bias=meta.get("label_bias"),
                    ocr_box_margin=float(meta.get("ocr_box_margin", 0.0)),
                    colon_split=bool(meta.get("colon_split", False)),
+                   continue_lines=bool(meta.get("continue_lines", True)),
                    ser_image=bool(meta.get("needs_image")),
                    re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr", **extra)
 
@@ -436,7 +446,8 @@ class KiePredictor:
                     tails.append((w0, e0))
                 continue
             # The line may go on with an entity that ended with its line where this line's text would continue it.
-            at = self._continued(page, k, ents, tails, line_ends, w0) if len(places) == 1 else None
+            joinable = self.continue_lines and len(places) == 1
+            at = self._continued(page, k, ents, tails, line_ends, w0) if joinable else None
             prev = ents[at] if at is not None else None
             cont = prev.label if prev is not None else None
             line_ends[k] = places[-1][0], places[-1][2]
