@@ -39,9 +39,10 @@ QUESTION and ANSWER (:func:`models.ser_decoding.split_at_colon`); absent means o
 
 Continued lines. With ``bio`` decoding, a line whose first token the model calls ``I-X`` joins the entity of that
 label it continues (a wrapped cell's next row, vertical text's next character: :meth:`KiePredictor._continued`);
-metadata ``"continue_lines": false`` turns this off, so every line starts its own entities (measured for the
-session-12 model in ``training.default_model.CONTINUE_LINES``: better on the validation split, fewer end-to-end
-pairs on the held-out one, so the bundled model keeps it on).
+metadata ``"continue_lines"`` says for which entities: ``true`` (or absent) every label, ``false`` none (every line
+starts its own entities), or a list of labels. The session-12 model continues questions and headers only
+(``training.default_model.CONTINUE_LINES``): answers that a line "continues" are mostly a row's next check-box
+option or the next row of an answer XFUND labels row by row.
 
 Thread-safe: the predictors are (models.paddle_infer) and the rest keeps no mutable state.
 """
@@ -232,7 +233,7 @@ class KiePredictor:
                  batch_size: int = 8, multiple: int = 0, pair_features: Sequence[str] = PAIR_FEATURES,
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
                  ser_image: bool = False, re_image: bool = False, colon_split: bool = False,
-                 continue_lines: bool = True) -> None:
+                 continue_lines: bool | Sequence[str] = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -253,8 +254,10 @@ class KiePredictor:
         self.ocr_box_margin = float(ocr_box_margin)
         # bio decoding: a key and its value left in one entity are cut at the key's colon (split_at_colon)
         self.colon_split = bool(colon_split) and {"B-QUESTION", "B-ANSWER"} <= set(labels)
-        # bio decoding: a line whose first token the model calls I-X may join the entity it continues (_continued)
-        self.continue_lines = bool(continue_lines)
+        # bio decoding: a line whose first token the model calls I-X may join the entity it continues (_continued),
+        # if that entity's label is one of these (True: every label, False: none)
+        classes = {name[2:] for name in labels if name[:2] in ("B-", "I-")}
+        self.continue_labels = frozenset(classes if continue_lines is True else continue_lines or ())
         self.multiple = multiple
         self.pair_features = tuple(pair_features)  # the geometric head's inputs, as it was trained
         unknown = sorted(set(label_bias or {}) - set(self.labels))
@@ -340,7 +343,7 @@ class KiePredictor:
                    multiple=64 if dynamic else 0, label_bias=meta.get("label_bias"),
                    ocr_box_margin=float(meta.get("ocr_box_margin", 0.0)),
                    colon_split=bool(meta.get("colon_split", False)),
-                   continue_lines=bool(meta.get("continue_lines", True)),
+                   continue_lines=meta.get("continue_lines", True),
                    ser_image=bool(meta.get("needs_image")),
                    re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr", **extra)
 
@@ -446,8 +449,8 @@ class KiePredictor:
                     tails.append((w0, e0))
                 continue
             # The line may go on with an entity that ended with its line where this line's text would continue it.
-            joinable = self.continue_lines and len(places) == 1
-            at = self._continued(page, k, ents, tails, line_ends, w0) if joinable else None
+            at = self._continued(page, k, ents, tails, line_ends, w0) if len(places) == 1 else None
+            at = at if at is not None and ents[at].label in self.continue_labels else None
             prev = ents[at] if at is not None else None
             cont = prev.label if prev is not None else None
             line_ends[k] = places[-1][0], places[-1][2]

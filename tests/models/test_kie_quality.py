@@ -349,27 +349,38 @@ def test_a_line_that_continues_the_previous_entity_joins_it(tiny_kie_dirs):
     assert (0, 1, 1.0) in kie.relate(page, PageTokens([win], [probs], [None], pieces), ents)  # the joined key links
 
 
-def test_continue_lines_false_in_metadata_starts_an_entity_on_every_line(tmp_path, tiny_kie_dirs):
+def test_continue_lines_in_metadata_chooses_which_entities_a_line_may_continue(tmp_path, tiny_kie_dirs):
     import shutil
 
     from models.integrity import write_sha256sums
 
-    ser = shutil.copytree(tiny_kie_dirs[0], tmp_path / "ser")
-    meta = json.loads((ser / "metadata.json").read_text())
-    (ser / "metadata.json").write_text(json.dumps({**meta, "continue_lines": False}))
-    write_sha256sums(ser)
-    on, off = (KiePredictor.from_dirs(d, "rule", decode="bio") for d in (tiny_kie_dirs[0], ser))
-    assert on.continue_lines and not off.continue_lines  # absent: on, as for every model before session 12
+    def predictor(value):
+        ser = shutil.copytree(tiny_kie_dirs[0], tmp_path / f"ser_{value}")
+        meta = json.loads((ser / "metadata.json").read_text())
+        (ser / "metadata.json").write_text(json.dumps({**meta, "continue_lines": value}))
+        write_sha256sums(ser)
+        return KiePredictor.from_dirs(ser, "rule", decode="bio")
+
+    every = KiePredictor.from_dirs(tiny_kie_dirs[0], "rule", decode="bio")  # absent: every label, as before
+    assert every.continue_labels == {"QUESTION", "ANSWER", "HEADER"}
     box = ((0, 0), (1, 0), (1, 1), (0, 1))
-    lines = (OcrLine("院系意见", 0.9, box, (100, 50, 300, 80)), OcrLine("(请审核)", 0.9, box, (90, 84, 310, 112)))
+    # A key wrapped over two rows, then two check-box options of one row (the second starts with I-ANSWER).
+    lines = (OcrLine("院系意见", 0.9, box, (100, 50, 300, 80)), OcrLine("(请审核)", 0.9, box, (90, 84, 310, 112)),
+             OcrLine("是", 0.9, box, (400, 50, 430, 80)), OcrLine("口非", 0.9, box, (440, 50, 500, 80)))
     page = PageOcr(1000, 1000, lines)
     win = build_windows([ln.text for ln in lines], [ln.box for ln in lines], 1000, 1000, None,
-                        token_ids=[[5, 6], [7, 8, 9]], max_len=8)[0]
-    toks = PageTokens([win], [_onehot([1, 2, 2, 2, 2])], [None], [["▁院系", "意见"], ["(", "请审核", ")"]])
-    assert [(e.text, e.lines) for e in on.entities(page, toks)[2]] == [("院系意见(请审核)", (0, 1))]
-    ents = off.entities(page, toks)[2]  # the second line's I-QUESTION start becomes a QUESTION of its own
-    assert [(e.label, e.text, e.lines) for e in ents] == [("QUESTION", "院系意见", (0,)),
-                                                          ("QUESTION", "(请审核)", (1,))]
+                        token_ids=[[5, 6], [7, 8, 9], [10], [11, 12]], max_len=12)[0]
+    toks = PageTokens([win], [_onehot([1, 2, 2, 2, 2, 3, 4, 4])], [None],
+                      [["▁院系", "意见"], ["(", "请审核", ")"], ["是"], ["口", "非"]])
+
+    def decoded(kie):
+        return [(e.label, e.text, e.lines) for e in kie.entities(page, toks)[2]]
+
+    assert decoded(every) == [("QUESTION", "院系意见(请审核)", (0, 1)), ("ANSWER", "是口非", (2, 3))]
+    assert decoded(predictor(["QUESTION", "HEADER"])) == [
+        ("QUESTION", "院系意见(请审核)", (0, 1)), ("ANSWER", "是", (2,)), ("ANSWER", "口非", (3,))]
+    assert decoded(predictor(False)) == [("QUESTION", "院系意见", (0,)), ("QUESTION", "(请审核)", (1,)),
+                                         ("ANSWER", "是", (2,)), ("ANSWER", "口非", (3,))]
 
 
 def test_wrapped_cells_and_vertical_text_join_their_entity_across_interleaved_lines(tiny_kie_dirs):
