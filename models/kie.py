@@ -30,8 +30,10 @@ Boxes. The text detector pads each line's box for the recognizer (DB's unclip): 
 PP-OCRv4 boxes are ~22% taller, ~0.1 of the text's height wider on each side (XFUND zh train documents 30..39, 387
 lines whose text the recognizer got exactly right). Models trained here learnt layout from annotated boxes, so
 :meth:`KiePredictor.__call__` first tightens each OCR box by ``ocr_box_margin`` x its height on every side
-(:func:`tighten_boxes`; metadata ``"ocr_box_margin"``, 0 -- PaddleOCR's boxes as they are -- when absent); the
-entities carry the tightened boxes, the OCR lines keep the detector's.
+(:func:`tighten_boxes`; metadata ``"ocr_box_margin"``, 0 -- PaddleOCR's boxes as they are -- when absent), and the
+entities (and the geometry RE reads) by ``entity_box_margin`` (metadata; ``ocr_box_margin`` when absent): the
+models trained here read the detector's boxes as they are (tightened inputs moved their predictions on unseen pages)
+and give their entities boxes shrunk by 0.08 x height (``training.box_tuning``). The OCR lines keep the detector's.
 
 Colons. With ``bio`` decoding and metadata ``"colon_split": true`` (models trained here), an entity the model left
 whole although its OCR line holds a key, the key's colon and a value ("有效期：2年") is cut at the colon into
@@ -232,7 +234,7 @@ class KiePredictor:
                  re: PaddlePredictor | str | None = None, *, re_kind: str = "paddleocr", decode: str = "vote",
                  batch_size: int = 8, multiple: int = 0, pair_features: Sequence[str] = PAIR_FEATURES,
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
-                 ser_image: bool = False, re_image: bool = False, colon_split: bool = False,
+                 entity_box_margin: float | None = None, ser_image: bool = False, re_image: bool = False, colon_split: bool = False,
                  continue_lines: bool | Sequence[str] = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -249,9 +251,12 @@ class KiePredictor:
         self.max_len = max_len
         self.batch_size = batch_size
         self.decode = decode
-        if not 0.0 <= ocr_box_margin < 0.25:
-            raise ValueError(f"ocr_box_margin={ocr_box_margin} must be in [0, 0.25)")
-        self.ocr_box_margin = float(ocr_box_margin)
+        entity_box_margin = ocr_box_margin if entity_box_margin is None else entity_box_margin
+        for name, value in (("ocr_box_margin", ocr_box_margin), ("entity_box_margin", entity_box_margin)):
+            if not 0.0 <= value < 0.25:
+                raise ValueError(f"{name}={value} must be in [0, 0.25)")
+        self.ocr_box_margin = float(ocr_box_margin)  # the detector's boxes as the models read them
+        self.entity_box_margin = float(entity_box_margin)  # ... as the entities (and RE) get them
         # bio decoding: a key and its value left in one entity are cut at the key's colon (split_at_colon)
         self.colon_split = bool(colon_split) and {"B-QUESTION", "B-ANSWER"} <= set(labels)
         # bio decoding: a line whose first token the model calls I-X may join the entity it continues (_continued),
@@ -342,6 +347,7 @@ class KiePredictor:
                    re_kind=re_kind, decode=decode or meta.get("decode", "vote"), batch_size=batch_size,
                    multiple=64 if dynamic else 0, label_bias=meta.get("label_bias"),
                    ocr_box_margin=float(meta.get("ocr_box_margin", 0.0)),
+                   entity_box_margin=meta.get("entity_box_margin"),
                    colon_split=bool(meta.get("colon_split", False)),
                    continue_lines=meta.get("continue_lines", True),
                    ser_image=bool(meta.get("needs_image")),
@@ -424,10 +430,13 @@ class KiePredictor:
                 return at
         return None
 
-    def entities(self, page: PageOcr, toks: PageTokens,
-                 decode: str | None = None) -> tuple[list[str], list[float], list[KieEntity]]:
-        """Decodes one page: ``(line labels, line scores, entities)`` (``decode`` overrides the predictor's)."""
+    def entities(self, page: PageOcr, toks: PageTokens, decode: str | None = None, *,
+                 boxes: PageOcr | None = None) -> tuple[list[str], list[float], list[KieEntity]]:
+        """Decodes one page: ``(line labels, line scores, entities)`` (``decode`` overrides the predictor's);
+        ``boxes``: the same page with the boxes (and ``char_x``) the entities get, if not ``page``'s
+        (:meth:`box_views`; which lines continue which is still read from ``page``)."""
         decode = decode or self.decode
+        boxed = (boxes or page).lines
         names, scores, ents = [], [], []
         line_ends: dict[int, tuple[int, int]] = {}  # line -> (window, token end) of its last piece
         tails: list[tuple[int, int]] = []  # entity -> (window, token end) of its part on its last line
@@ -445,7 +454,7 @@ class KiePredictor:
                 names.append(cls)
                 scores.append(score)
                 if cls != "O":
-                    ents.append(KieEntity(cls, line.text, tuple(line.box), score, k, w0, s0, e0))
+                    ents.append(KieEntity(cls, line.text, tuple(boxed[k].box), score, k, w0, s0, e0))
                     tails.append((w0, e0))
                 continue
             # The line may go on with an entity that ended with its line where this line's text would continue it.
@@ -466,11 +475,11 @@ class KiePredictor:
             scores.append(longest.score if longest else float(pr[:, 0].mean()))
             for sp in spans:
                 if len(spans) == 1:
-                    text, box = line.text, tuple(line.box)
+                    text, box = line.text, tuple(boxed[k].box)
                 else:
                     c0, c1 = chars[sp.start][0], chars[sp.end - 1][1]
                     text = line.text[c0:c1].strip() or line.text
-                    box = split_box(line.box, len(line.text), c0, c1, line.char_x)
+                    box = split_box(boxed[k].box, len(line.text), c0, c1, boxed[k].char_x)
                 # The entity's tokens in the window of its first token (a line is cut only beyond max_len tokens).
                 offset, wi, s, e = 0, *places[0]
                 for wi, s, e in places:  # noqa: B007 (the loop finds the window holding the span's first token)
@@ -549,6 +558,14 @@ class KiePredictor:
 
     # ------------------------------------------------------------------------------------------- pages
 
+    def box_views(self, pages: Sequence[PageOcr]) -> tuple[list[PageOcr], list[PageOcr]]:
+        """Detector pages as the SER/RE programs read them (boxes tightened by :attr:`ocr_box_margin`) and as
+        the entities and RE's geometry get them (by :attr:`entity_box_margin`), in order (:func:`tighten_boxes`)."""
+        read = [tighten_boxes(page, self.ocr_box_margin) for page in pages]
+        if self.entity_box_margin == self.ocr_box_margin:
+            return read, read
+        return read, [tighten_boxes(page, self.entity_box_margin) for page in pages]
+
     def __call__(self, pages: Sequence[PageOcr], images: Sequence[np.ndarray | None] | None = None, *,
                  ocr_boxes: bool = True) -> list[PageKie]:
         """Runs SER (and RE) over pages.
@@ -557,8 +574,8 @@ class KiePredictor:
             pages: OCR pages, lines in reading order.
             images: per page, its RGB uint8 image (any size, or the 224x224 ``models.page_image.kie_thumbnail``);
                 required when :attr:`needs_image` (LayoutXLM with its visual backbone), ignored otherwise.
-            ocr_boxes: the boxes come from the text detector, so they are tightened by :attr:`ocr_box_margin`
-                first (:func:`tighten_boxes`); False for pages whose boxes are annotated (gold) ones.
+            ocr_boxes: the boxes come from the text detector, so they are tightened first (:meth:`box_views`);
+                False for pages whose boxes are annotated (gold) ones.
 
         Returns:
             One :class:`schemas.records.PageKie` per page, in order.
@@ -567,13 +584,12 @@ class KiePredictor:
             ValueError: the models need page images and some page has none.
         """
         t0 = time.perf_counter()
-        if ocr_boxes:
-            pages = [tighten_boxes(page, self.ocr_box_margin) for page in pages]
-        all_toks = self.tokens(pages, images)
+        read, boxed = self.box_views(pages) if ocr_boxes else (pages, pages)
+        all_toks = self.tokens(read, images)
         ser_ms = (time.perf_counter() - t0) * 1000 / max(len(pages), 1)
         results = []
-        for page, toks in zip(pages, all_toks):
-            names, scores, ents = self.entities(page, toks)
+        for page, page_boxes, toks in zip(read, boxed, all_toks):
+            names, scores, ents = self.entities(page, toks, boxes=page_boxes)
             t1 = time.perf_counter()
             links = self.relate(page, toks, ents)
             re_ms = (time.perf_counter() - t1) * 1000

@@ -47,6 +47,12 @@ OCR_BOX_MARGIN = 0.0
 train documents 30..39 favoured 0.05 (end-to-end pair F1 0.498 -> 0.570, session-4 model), but those pages are
 trained on and the model knows their annotated boxes by heart; on the held-out pages the round-4 model's (session 7)
 end-to-end pairs were 0.320 at 0 and 0.308 at 0.05, so the detector's boxes go in unchanged."""
+ENTITY_BOX_MARGIN = 0.08
+"""``models.kie.tighten_boxes`` margin of the entities' boxes alone (metadata ``entity_box_margin``): the models read
+the detector's boxes unchanged, so what they know of their training pages does not move with it. The detector's
+boxes are ~0.1 of the text height wider on each side than XFUND's for lines up to 3x as wide as tall, which is most
+answers (``training.box_tuning`` ``boxes``); ``training.box_tuning`` ``entity_margins`` on XFUND zh train documents
+30..39, session-12 model: end-to-end pair F1 0.463 at 0, 0.514 at 0.06, 0.527 at 0.08, 0.522 at 0.10."""
 CONTINUE_LINES: bool | tuple[str, ...] = ("QUESTION", "HEADER")
 """The labels whose entities a line may continue (``KiePredictor``, metadata ``continue_lines``). For the
 session-12 model (pretrained start), chosen on the validation split (XFUND zh 139..148, bundled SER + RE) and the
@@ -141,6 +147,7 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
         timings = {**previous.get("train_seconds", {}), **timings}
     meta["decode"] = "bio"  # models trained here: whole entities, key/value lines split (models.ser_decoding)
     meta["ocr_box_margin"] = OCR_BOX_MARGIN  # models.kie.tighten_boxes (0: the detector's boxes as they are)
+    meta["entity_box_margin"] = ENTITY_BOX_MARGIN  # the entities' boxes only
     meta["colon_split"] = COLON_SPLIT  # models.ser_decoding.split_at_colon
     meta["continue_lines"] = CONTINUE_LINES  # models.kie.KiePredictor._continued
     meta_path.write_text(json.dumps(meta, indent=2, default=str))

@@ -343,7 +343,6 @@ def _pair_rows(kie: Any, pages: Sequence[PageOcr], toks: Sequence[Any], decoded:
 
 
 def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any]:
-    from models.kie import tighten_boxes
     from models.ocr import OcrPredictor
 
     if not any(s.image_dir for s in m.split(split)):
@@ -353,9 +352,9 @@ def _end2end(kie: Any, m: Any, split: str, docs: Sequence[Any]) -> dict[str, Any
     images = [im for im in found if im is not None]
     if not kept:
         return {"skipped": "no page image found"}
-    pages = [tighten_boxes(p, kie.ocr_box_margin) for p in OcrPredictor()(images)]  # as KiePredictor.__call__
-    toks = kie.tokens(pages, images)
-    decoded = [kie.entities(p, t) for p, t in zip(pages, toks)]
+    read, pages = kie.box_views(OcrPredictor()(images))  # as KiePredictor.__call__
+    toks = kie.tokens(read, images)
+    decoded = [kie.entities(r, t, boxes=p) for r, p, t in zip(read, pages, toks)]
     links = [kie.relate(p, t, ents) for p, t, (_, _, ents) in zip(pages, toks, decoded)] if kie.re is not None else None
     out = _pair_rows(kie, pages, toks, decoded, [_gold_pairs(d) for d in kept], links)
     if links is not None:

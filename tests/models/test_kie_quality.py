@@ -383,6 +383,39 @@ def test_continue_lines_in_metadata_chooses_which_entities_a_line_may_continue(t
                                          ("ANSWER", "是", (2,)), ("ANSWER", "口非", (3,))]
 
 
+def test_entity_box_margin_shrinks_the_entities_boxes_not_what_the_model_reads(tmp_path, tiny_kie_dirs):
+    import shutil
+
+    from models.integrity import write_sha256sums
+
+    def predictor(name, **values):
+        ser = shutil.copytree(tiny_kie_dirs[0], tmp_path / name)
+        meta = json.loads((ser / "metadata.json").read_text())
+        (ser / "metadata.json").write_text(json.dumps({**meta, **values}))
+        write_sha256sums(ser)
+        return KiePredictor.from_dirs(ser, "rule", decode="bio", batch_size=2)
+
+    box = ((0, 0), (1, 0), (1, 1), (0, 1))
+    texts = ["姓名", "张三", "性别", "女", "备注", "无"]
+    lines = tuple(OcrLine(t, 0.9, box, (100 + 300 * (i % 2), 50 + 100 * (i // 2), 250 + 300 * (i % 2),
+                                        100 + 100 * (i // 2))) for i, t in enumerate(texts))
+    page = PageOcr(1000, 1000, lines)
+    plain = predictor("plain")
+    shrunk = predictor("shrunk", entity_box_margin=0.1)
+    assert plain.entity_box_margin == plain.ocr_box_margin == 0.0 and shrunk.entity_box_margin == 0.1
+    read, boxed = shrunk.box_views([page])
+    assert read[0] is page or read[0].lines == page.lines  # the model reads the detector's boxes
+    assert [ln.box for ln in boxed[0].lines][:2] == [(105, 55, 245, 95), (405, 55, 545, 95)]  # 0.1 x 50 per side
+    [a], [b] = plain([page]), shrunk([page])
+    assert a.line_labels == b.line_labels and len(a.entities) == len(b.entities) > 0
+    for ea, eb in zip(a.entities, b.entities):
+        assert eb.box == tuple(v + d for v, d in zip(ea.box, (5, 5, -5, -5)))
+    both = predictor("both", ocr_box_margin=0.1)  # the older setting: models and entities read tightened boxes
+    assert both.entity_box_margin == 0.1 and both.box_views([page])[0][0].lines[0].box == (105, 55, 245, 95)
+    with pytest.raises(ValueError, match="entity_box_margin"):
+        predictor("bad", entity_box_margin=0.3)
+
+
 def test_wrapped_cells_and_vertical_text_join_their_entity_across_interleaved_lines(tiny_kie_dirs):
     kie = KiePredictor.from_dirs(tiny_kie_dirs[0], "rule", decode="bio")
     box = ((0, 0), (1, 0), (1, 1), (0, 1))
