@@ -234,8 +234,8 @@ class KiePredictor:
                  re: PaddlePredictor | str | None = None, *, re_kind: str = "paddleocr", decode: str = "vote",
                  batch_size: int = 8, multiple: int = 0, pair_features: Sequence[str] = PAIR_FEATURES,
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
-                 entity_box_margin: float | None = None, ser_image: bool = False, re_image: bool = False, colon_split: bool = False,
-                 continue_lines: bool | Sequence[str] = True) -> None:
+                 entity_box_margin: float | None = None, ser_image: bool = False, re_image: bool = False,
+                 colon_split: bool = False, continue_lines: bool | Sequence[str] = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
