@@ -52,7 +52,7 @@ ENTITY_BOX_MARGIN = 0.08
 the detector's boxes unchanged, so what they know of their training pages does not move with it. The detector's
 boxes are ~0.1 of the text height wider on each side than XFUND's for lines up to 3x as wide as tall, which is most
 answers (``training.box_tuning`` ``boxes``); ``training.box_tuning`` ``entity_margins`` on XFUND zh train documents
-30..39, session-12 model: end-to-end pair F1 0.463 at 0, 0.514 at 0.06, 0.527 at 0.08, 0.522 at 0.10."""
+30..39, session-12 model: end-to-end pair F1 0.463 at 0, 0.510 at 0.06, 0.523 at 0.08, 0.517 at 0.10."""
 CONTINUE_LINES: bool | tuple[str, ...] = ("QUESTION", "HEADER")
 """The labels whose entities a line may continue (``KiePredictor``, metadata ``continue_lines``). For the
 session-12 model (pretrained start), chosen on the validation split (XFUND zh 139..148, bundled SER + RE) and the
