@@ -2,9 +2,9 @@
 
 Paddle's dynamic-graph matmuls call MKL, which takes a generic code path on CPUs that are not Intel's; the training
 entry points set ``MKL_DEBUG_CPU_TYPE=5`` on AMD CPUs with AVX2. Each setting runs in fresh child processes, the
-settings alternating between rounds; a child builds a SER model of the session-12 bundled size (hidden 384, 4 layers, 12 heads,
-FFN 1536; ``--hidden``/``--layers`` change it), trains on random 512-token windows in batches of 8 with AdamW, and
-reports the median of the timed steps after two warm-up steps.
+settings alternating between rounds; a child builds a SER model of the session-12 bundled size (hidden 384, 4
+layers, 12 heads, FFN 1536; ``--hidden``/``--layers`` change it), trains on random 512-token windows in batches of 8
+with AdamW, and reports the median of the timed steps after two warm-up steps.
 
     .venv/bin/python bench/bench_train_step.py --steps 5 --rounds 2
 """
