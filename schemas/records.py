@@ -62,7 +62,7 @@ class Entity:
         entity_id: 0-based index among the page's entities, in reading order.
         label: entity class, e.g. ``QUESTION``, ``ANSWER``, ``HEADER``.
         text: the text of its line(s).
-        box: pixel box covering its line(s).
+        box: pixel box of its text: its line(s), shrunk by the KIE model's ``entity_box_margin`` (``models.kie``).
         score: mean softmax probability of the voted class over the line's tokens.
         line_ids: reading-order indices of its OCR lines.
     """
