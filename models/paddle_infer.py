@@ -6,6 +6,13 @@ anything is loaded. Paddle Inference predictors are not thread-safe and Beam han
 a process's threads, so :class:`PaddlePredictor` keeps a small pool of native predictors and lends one to each
 call. (``Predictor.clone()`` is not an option: with oneDNN a clone fails once the original has run, because the
 shared weights were re-laid out for oneDNN; measured with Paddle 3.3.1.)
+
+oneDNN predictors are not independent either: Paddle keeps oneDNN state per calling thread, and a pipeline's
+threads come and go. With several threads taking turns (one at a time) on an ``OcrPredictor``, one thread sometimes
+failed every later call with a bare ``std::exception`` (Paddle 3.3.1: 3 to 5 of 200-300 four-thread rounds on a
+loaded 2-core machine, always the same thread of its round; a process-wide lock alone did not help, oneDNN off
+and one detector alone never failed). So every oneDNN CPU predictor of a process is built, run and rebuilt on one
+long-lived thread (:data:`ONEDNN_THREAD`): oneDNN calls of one process are serial, each on ``cpu_threads``.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
 import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -239,6 +248,34 @@ def _folder_role(folder: Path) -> str:
     return task if task in ("ser", "re") else "model"
 
 
+class _OneThread:
+    """Runs functions on one long-lived thread of this process (started on first use, again after a fork)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._ident = 0
+
+    def call(self, fn: Callable[[], Any]) -> Any:  # noqa: ANN401 - whatever fn returns
+        """``fn()`` on the thread (directly when already on it), its exception raised here."""
+        if threading.get_ident() == self._ident and os.getpid() == self._pid:
+            return fn()
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name, initializer=self._mark)
+                self._pid = os.getpid()
+            executor = self._executor
+        return executor.submit(fn).result()
+
+    def _mark(self) -> None:
+        self._ident = threading.get_ident()
+
+
+ONEDNN_THREAD = _OneThread("kiebeam-onednn")
+"""The thread every oneDNN CPU predictor of this process is built, run and rebuilt on."""
+
 _NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 
 
@@ -341,13 +378,21 @@ class PaddlePredictor:
         # size): narrow to wide then peaked at 0.64 GiB (recognizer) and 0.90 GiB (detector), pages 11-21 at
         # 1.48 GiB, and outputs are bit-identical (tests/test_memory_bound.py; bench_pipeline.py --only mem_order).
         self._rebuild_on_growth = role in OCR_ROLES and runtime.device == "cpu"
+        self._on_onednn_thread = runtime.device == "cpu" and options.enable_mkldnn
         self._pool = LendingPool(lambda: _Native(self._create()), options.concurrency)
         with self._pool.lend() as first:
             self.input_names: list[str] = list(first.predictor.get_input_names())
             self.output_names: list[str] = list(first.predictor.get_output_names())
         self.rebuilds = 0  # native predictors rebuilt because an input outgrew them
 
+    def _call(self, fn: Callable[[], Any]) -> Any:  # noqa: ANN401 - whatever fn returns
+        """``fn()``, on :data:`ONEDNN_THREAD` when this predictor runs oneDNN."""
+        return ONEDNN_THREAD.call(fn) if self._on_onednn_thread else fn()
+
     def _create(self):  # noqa: ANN202 - a native paddle.inference.Predictor
+        return self._call(self._create_native)
+
+    def _create_native(self):  # noqa: ANN202 - a native paddle.inference.Predictor
         import paddle.inference as pi
 
         if self.runtime.tensorrt:
@@ -445,19 +490,23 @@ class PaddlePredictor:
         arrays = ordered_inputs(inputs, self.input_names, self.version)
         shapes = [tuple(a.shape) for a in arrays]
         with self._pool.lend() as native:
-            if native.predictor is None or (self._rebuild_on_growth and native.outgrown_by(shapes)):
-                native.predictor = None  # frees its buffers first (and stays None if the rebuild fails)
-                _trim_heap()  # ... back to the system, so the new predictor does not add to the peak
-                native.predictor = self._create()
-                self.rebuilds += 1
-            native.record(shapes)
-            predictor = native.predictor
-            for name, array in zip(self.input_names, arrays):
-                handle = predictor.get_input_handle(name)
-                handle.reshape(list(array.shape))
-                handle.copy_from_cpu(np.ascontiguousarray(array))
-            predictor.run()
-            return [predictor.get_output_handle(n).copy_to_cpu() for n in self.output_names]
+            return self._call(lambda: self._run_native(native, arrays, shapes))
+
+    def _run_native(self, native: _Native, arrays: Sequence[np.ndarray], shapes: list[tuple[int, ...]]
+                    ) -> list[np.ndarray]:
+        if native.predictor is None or (self._rebuild_on_growth and native.outgrown_by(shapes)):
+            native.predictor = None  # frees its buffers first (and stays None if the rebuild fails)
+            _trim_heap()  # ... back to the system, so the new predictor does not add to the peak
+            native.predictor = self._create()
+            self.rebuilds += 1
+        native.record(shapes)
+        predictor = native.predictor
+        for name, array in zip(self.input_names, arrays):
+            handle = predictor.get_input_handle(name)
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(np.ascontiguousarray(array))
+        predictor.run()
+        return [predictor.get_output_handle(n).copy_to_cpu() for n in self.output_names]
 
 
 def ordered_inputs(inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], names: Sequence[str], version: str
