@@ -346,7 +346,8 @@ def load_checkpoint(folder: str | os.PathLike, *, allow_unverified: bool = False
         if not names or any(n not in PAIR_FEATURES for n in names):
             raise CheckpointError(f"{root / METADATA_FILE}: pair_features {names} are not features this version "
                                   f"computes ({list(PAIR_FEATURES)})")
-        model = ReHeadModel(config, len(names))
+        heads = 1 + len({k.split(".")[1] for k in state if k.startswith("more_extractors.")})
+        model = ReHeadModel(config, len(names), heads=heads)
         model.pair_feature_names = tuple(names)  # the head's inputs, in the order it was trained with
     elif found_task == "ser":
         if "classifier.bias" not in state:
@@ -462,7 +463,7 @@ def export_inference(model_or_folder: Any, out_dir: str | os.PathLike, *,
         specs = [InputSpec([None, None, model.config.hidden_size], "float32", "hidden"),
                  InputSpec([None, None, 3], "int64", "entities"), InputSpec([None, None, 2], "int64", "pairs"),
                  InputSpec([None, None, model.num_pair_features], "float32", "pair_features")]
-        extra_meta = {"re_head": "geo", "encoder": source.get("encoder"),
+        extra_meta = {"re_head": "geo", "re_heads": model.heads, "encoder": source.get("encoder"),
                       "pair_features": list(getattr(model, "pair_feature_names", PAIR_FEATURES))}
     elif task == "re":
         specs += [InputSpec([None, None, 3], "int64", "entities"), InputSpec([None, None, 2], "int64", "pairs")]

@@ -741,23 +741,37 @@ class ReHeadModel(nn.Layer):
     reads them, so a page runs the encoder once and the RE folder holds only the head. The parameter names are
     ``extractor.*``; the head records which encoder it was trained on (``models.checkpoint``).
 
+    With ``heads > 1`` it is an average of independently initialised heads (``more_extractors.{i}.*`` beside
+    ``extractor.*``), trained side by side on the same batches, each on its own loss: the logits are
+    ``log(mean_k softmax(logits_k))``, so a softmax of them is the heads' mean link probability.
+
     Args:
         config: the encoder's config (its ``hidden_size``; ``hidden_dropout_prob`` is the head's dropout).
         num_pair_features: length of a pair's geometry vector.
+        heads: how many heads are averaged (1: the single head of every earlier model).
     """
 
-    def __init__(self, config: LayoutXLMConfig, num_pair_features: int) -> None:
+    def __init__(self, config: LayoutXLMConfig, num_pair_features: int, heads: int = 1) -> None:
         if not paddle.in_dynamic_mode():
             paddle.disable_static()
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
         super().__init__()
         self.config = config
         self.num_pair_features = num_pair_features
-        self.extractor = GeoREDecoder(config.hidden_size, num_pair_features, config.hidden_dropout_prob)
-        _init_weights(self.extractor.entity_emb, config.initializer_range)
+        self.heads = heads
+        decoders = [GeoREDecoder(config.hidden_size, num_pair_features, config.hidden_dropout_prob)
+                    for _ in range(heads)]
+        for decoder in decoders:
+            _init_weights(decoder.entity_emb, config.initializer_range)
+        self.extractor = decoders[0]
+        self.more_extractors = nn.LayerList(decoders[1:])  # no parameters for a single head
 
     def forward(self, hidden: paddle.Tensor, entities: paddle.Tensor, pairs: paddle.Tensor,
                 pair_features: paddle.Tensor, pair_labels: paddle.Tensor | None = None) -> ReOutput:
         """Pair logits (and the loss when ``pair_labels`` are given) from encoder states ``(B, L, H)``."""
-        logits = self.extractor(hidden, entities, pairs, pair_features)
-        loss = _pair_loss(logits, pairs, pair_labels) if pair_labels is not None else None
+        each = [e(hidden, entities, pairs, pair_features) for e in (self.extractor, *self.more_extractors)]
+        logits = each[0] if len(each) == 1 else paddle.log(paddle.stack([F.softmax(x, axis=-1) for x in each])
+                                                           .mean(axis=0))
+        loss = paddle.add_n([_pair_loss(x, pairs, pair_labels) for x in each]) if pair_labels is not None else None
         return ReOutput(loss=loss, logits=logits, hidden_states=[hidden])

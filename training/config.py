@@ -71,6 +71,7 @@ class TrainConfig:
         progress: print console progress lines (``training.progress``; ``kiebeam train --quiet``: off).
         re_head: ``paddleocr`` (PaddleNLP's RE head on its own backbone, ``training.train``) or ``geo`` (the
             geometric head on ``init_from``'s frozen SER encoder, ``training.re_head``).
+        re_heads: geometric RE heads trained side by side and averaged (``models.layoutxlm.ReHeadModel``).
         bucket_by_length: batch windows of similar length (``training.data.LengthBucketSampler``) instead of
             Paddle's ``DistributedBatchSampler``; with the token axis cut per batch, an epoch costs much less.
         augment_merge / augment_split / augment_jitter / augment_drop / augment_noise / augment_swap: SER training
@@ -113,6 +114,7 @@ class TrainConfig:
     progress: bool = True
     bucket_by_length: bool = False
     re_head: str = "paddleocr"
+    re_heads: int = 1
     augment_merge: float = 0.0
     augment_split: float = 0.0
     augment_jitter: float = 0.0
@@ -128,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"unknown re_head {self.re_head!r}, expected 'paddleocr' or 'geo'")
         if self.re_head == "geo" and self.task != "re":
             raise ValueError("re_head='geo' is an RE setting: set task='re'")
+        if self.re_heads < 1 or (self.re_heads > 1 and self.re_head != "geo"):
+            raise ValueError(f"re_heads={self.re_heads}: averaged heads (> 1) are geometric RE heads (re_head='geo')")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}, expected one of {list(SCHEDULES)}")
         for name in ("epochs", "batch_size", "max_len"):

@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the SER run from WORK/ser/latest")
     p.add_argument("--ser_epochs", type=int)
     p.add_argument("--re_epochs", type=int)
+    p.add_argument("--re_heads", type=int, default=1,
+                   help="RE heads trained side by side on the same encoder states, their link probabilities "
+                        "averaged (models.layoutxlm.ReHeadModel)")
     p.add_argument("--calibrate", action="store_true",
                    help="export: tune the SER label biases on the validation split (training.calibrate)")
     p.add_argument("--ser_lr", type=float, help="the SER run's peak learning rate (default: the preset's)")
@@ -347,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
             round_as_packed(work / "ser" / "best")  # the head reads the encoder the bundle will hold
         re_cfg = get_preset("default_re_head", manifest=manifest, out_dir=str(work / "re"),
-                            init_from=str(work / "ser" / "best"))
+                            init_from=str(work / "ser" / "best"), re_heads=args.re_heads)
         if args.re_epochs:
             re_cfg = re_cfg.replace(epochs=args.re_epochs)
         train_re_head(re_cfg)

@@ -111,7 +111,7 @@ def train_re_head(config: TrainConfig) -> dict[str, Any]:
     Args:
         config: ``task="re"``, ``re_head="geo"``; ``init_from`` = a kiebeam SER checkpoint; ``epochs``,
             ``batch_size``, ``learning_rate``, ``warmup_epochs``, ``schedule``, ``clip_norm``, ``dropout``,
-            ``seed``, ``eval_split`` as for any run.
+            ``seed``, ``eval_split`` as for any run; ``re_heads`` heads trained side by side and averaged.
 
     Returns:
         ``{"best_hmean", "best_step", "steps", "out_dir"}``.
@@ -148,7 +148,7 @@ def train_re_head(config: TrainConfig) -> dict[str, Any]:
           flush=True)
 
     head_cfg = ser.config.__class__(**{**ser.config.to_dict(), "hidden_dropout_prob": config.dropout})
-    head = ReHeadModel(head_cfg, len(PAIR_FEATURES))
+    head = ReHeadModel(head_cfg, len(PAIR_FEATURES), heads=config.re_heads)
     clip = paddle.nn.ClipGradByNorm(config.clip_norm) if config.clip_norm else None
     optimizer = paddle.optimizer.AdamW(learning_rate=config.learning_rate, parameters=head.parameters(),
                                        weight_decay=config.weight_decay, grad_clip=clip)

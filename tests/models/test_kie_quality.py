@@ -236,6 +236,48 @@ def test_geometric_head_export_matches_dynamic_and_checks_its_encoder(tmp_path, 
         KiePredictor.from_dirs(ser_dir, bad_re)
 
 
+def test_averaged_heads_mean_their_link_probabilities_and_survive_checkpoint_and_export(tmp_path, tiny_kie_dirs):
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    tok_dir = tiny_kie_dirs[0]
+    paddle.seed(7)
+    head = ReHeadModel(CFG, len(PAIR_FEATURES), heads=3)
+    head.eval()
+    assert sum(k.startswith("more_extractors.") for k in head.state_dict()) > 0
+    rng = np.random.default_rng(0)
+    hidden = paddle.to_tensor(rng.normal(size=(1, 12, CFG.hidden_size)).astype(np.float32))
+    entities = paddle.to_tensor(np.array([[[0, 3, 1], [3, 6, 2], [6, 9, 1], [9, 12, 2]]], dtype=np.int64))
+    pairs = paddle.to_tensor(np.array([[[0, 1], [0, 3], [2, 3], [2, 1]]], dtype=np.int64))
+    feats = paddle.to_tensor(rng.normal(size=(1, 4, len(PAIR_FEATURES))).astype(np.float32))
+    labels = paddle.to_tensor(np.array([[1, 0, 1, 0]], dtype=np.int64))
+    with paddle.no_grad():
+        out = head(hidden, entities, pairs, feats, pair_labels=labels)
+        each = [e(hidden, entities, pairs, feats) for e in (head.extractor, *head.more_extractors)]
+    soft = paddle.nn.functional.softmax
+    mean = np.mean([soft(x, -1).numpy() for x in each], axis=0)
+    assert np.abs(soft(out.logits, -1).numpy() - mean).max() < 1e-6
+    assert not np.allclose(each[0].numpy(), each[1].numpy())  # independently initialised
+    # each head learns from its own loss: the total is the sum of the three
+    single = ReHeadModel(CFG, len(PAIR_FEATURES))
+    single.extractor.set_state_dict(head.extractor.state_dict())
+    single.eval()
+    with paddle.no_grad():
+        one = single(hidden, entities, pairs, feats, pair_labels=labels)
+    assert np.allclose(one.logits.numpy(), each[0].numpy()) and float(out.loss) > float(one.loss)
+    saved = save_checkpoint(head, tmp_path / "ck", tokenizer_dir=tok_dir, max_len=64,
+                            extra={"re_head": "geo", "pair_features": list(PAIR_FEATURES),
+                                   "encoder": {"fingerprint": "x"}})
+    loaded = load_checkpoint(saved, task="re").model
+    assert loaded.heads == 3
+    re_dir = export_inference(loaded, tmp_path / "re", tokenizer_dir=tok_dir, max_len=64)
+    assert json.loads((re_dir / "metadata.json").read_text())["re_heads"] == 3
+    from models.paddle_infer import PaddlePredictor
+
+    program = PaddlePredictor(re_dir, InferenceOptions(precision="fp32"))
+    got = program.run([hidden.numpy(), entities.numpy(), pairs.numpy(), feats.numpy()])[0]
+    assert np.abs(got - out.logits.numpy()).max() < 1e-4
+
+
 def test_trimmed_windows_predict_the_same_as_full_windows(tmp_path, tiny_kie_dirs):
     tok_dir = tiny_kie_dirs[0]
     paddle.seed(5)
