@@ -710,25 +710,25 @@ class GeoREDecoder(nn.Layer):
                 logits; mask them).
             pair_features: ``(B, P, F)`` float32 geometry of each pair.
         """
-        batch, hidden = paddle.shape(seq)[0], seq.shape[-1]
+        batch = paddle.shape(seq)[0]
         ent = entities.clip(min=0)
         prs = pairs.clip(min=0)
-        # Prefix sums give every span's mean in one gather: mean = (cs[end] - cs[start]) / (end - start).
+        # Each entity is represented once (B, E, .) and then gathered per pair: a page has ~10x more candidate
+        # pairs than entities. Prefix sums give every span's mean in one gather: (cs[end] - cs[start]) / length.
         cs = paddle.concat([paddle.zeros_like(seq[:, :1]), paddle.cumsum(seq, axis=1)], axis=1)  # (B, L+1, H)
+        start = ent[:, :, 0:1]  # (B, E, 1)
+        end = paddle.maximum(ent[:, :, 1:2], start + 1)
+        first = paddle.take_along_axis(seq, start, axis=1)  # (B, E, H)
+        mean = ((paddle.take_along_axis(cs, end, axis=1) - paddle.take_along_axis(cs, start, axis=1))
+                / (end - start).astype(seq.dtype))
+        entity = paddle.concat([first, mean, self.entity_emb(ent[:, :, 2])], axis=-1)  # (B, E, 3H)
 
-        def represent(side: int) -> paddle.Tensor:
-            idx = prs[:, :, side]  # (B, P)
-            start = paddle.take_along_axis(ent[:, :, 0], idx, axis=1)  # (B, P)
-            end = paddle.maximum(paddle.take_along_axis(ent[:, :, 1], idx, axis=1), start + 1)
-            label = paddle.take_along_axis(ent[:, :, 2], idx, axis=1)
-            first = paddle.take_along_axis(seq, start.unsqueeze(-1), axis=1)  # (B, P, H)
-            total = (paddle.take_along_axis(cs, end.unsqueeze(-1), axis=1)
-                     - paddle.take_along_axis(cs, start.unsqueeze(-1), axis=1))
-            mean = total / (end - start).astype(seq.dtype).unsqueeze(-1)
-            return paddle.concat([first, mean, self.entity_emb(label)], axis=-1).reshape([-1, 3 * hidden])
+        def per_pair(ffnn: nn.Layer, side: int) -> paddle.Tensor:
+            rep = ffnn(entity)  # (B, E, H/2)
+            return paddle.take_along_axis(rep, prs[:, :, side:side + 1], axis=1).reshape([-1, rep.shape[-1]])
 
-        heads = self.ffnn_head(represent(0))  # (B*P, H/2)
-        tails = self.ffnn_tail(represent(1))
+        heads = per_pair(self.ffnn_head, 0)  # (B*P, H/2)
+        tails = per_pair(self.ffnn_tail, 1)
         geo = self.geo(pair_features.reshape([-1, pair_features.shape[-1]]))  # (B*P, G)
         logits = self.rel_classifier(heads, tails) + self.pair_mlp(paddle.concat([heads, tails, geo], axis=-1))
         return logits.reshape([batch, -1, 2])

@@ -103,3 +103,26 @@ def test_train_re_starts_from_ser_checkpoint(small_manifest, tmp_path):
     np.testing.assert_allclose(re.model.state_dict()[key].numpy(), ser.model.state_dict()[key].numpy(), atol=1e-6)
     assert sha256_file(tmp_path / "re" / "best" / "sentencepiece.bpe.model") == sha256_file(
         tmp_path / "ser" / "best" / "sentencepiece.bpe.model")
+
+
+def test_averaged_geometric_re_heads_train_on_a_ser_encoder_and_run_in_the_predictor(small_manifest, tmp_path):
+    from models.checkpoint import export_inference, load_checkpoint
+    from models.kie import KiePredictor
+    from training.config import get_preset
+    from training.re_head import train_re_head
+    from training.train import main
+
+    manifest, docs = small_manifest
+    base = dict(manifest=manifest, max_len=128, model={"num_hidden_layers": 1})
+    main(get_preset("tiny_ser", out_dir=str(tmp_path / "ser"), max_steps=1, **base))
+    result = train_re_head(get_preset("tiny_re", out_dir=str(tmp_path / "re"), init_from=str(tmp_path / "ser" / "best"),
+                                      re_head="geo", re_heads=2, epochs=2, batch_size=2, **base))
+    assert result["steps"] > 0 and 0.0 <= result["best_hmean"] <= 1.0
+    lines = [json.loads(x) for x in (tmp_path / "re" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1] and all(x["loss"] > 0 for x in lines)
+    head = load_checkpoint(tmp_path / "re" / "best", task="re").model
+    assert head.heads == 2
+    export_inference(tmp_path / "ser" / "best", tmp_path / "ser_x")
+    export_inference(tmp_path / "re" / "best", tmp_path / "re_x")
+    kie = KiePredictor.from_dirs(tmp_path / "ser_x", tmp_path / "re_x")  # checks the head's encoder is this SER's
+    assert kie.re is not None and json.loads((tmp_path / "re_x" / "metadata.json").read_text())["re_heads"] == 2
