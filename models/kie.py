@@ -366,14 +366,16 @@ class KiePredictor:
                              "does when the SER folder says needs_image)")
         return list(kie_image_batch(list(images)))
 
-    def tokens(self, pages: Sequence[PageOcr], images: Sequence[np.ndarray | None] | None = None
-               ) -> list[PageTokens]:
+    def tokens(self, pages: Sequence[PageOcr], images: Sequence[np.ndarray | None] | None = None, *,
+               keep_hidden: bool | None = None) -> list[PageTokens]:
         """Windows of each page and the SER program's probabilities (and encoder states) on them.
 
         Args:
             pages: OCR pages.
             images: per page, its RGB uint8 image (any size, or the 224x224 ``models.page_image.kie_thumbnail``);
                 needed only when :attr:`needs_image`.
+            keep_hidden: keep the encoder states (``PageTokens.hidden``); default: when a geometric RE head reads
+                them.
         """
         page_images = self._page_images(pages, images)
         pieces = [[self.tokenizer.tokenize(ln.text) if ln.text else [] for ln in page.lines] for page in pages]
@@ -387,7 +389,7 @@ class KiePredictor:
         flat.sort(key=lambda x: page_windows[x[0]][x[1]].num_tokens)  # similar lengths share a batch
         probs: list[list[np.ndarray | None]] = [[None] * len(ws) for ws in page_windows]
         hidden: list[list[np.ndarray | None]] = [[None] * len(ws) for ws in page_windows]
-        keep_hidden = self.re_kind == "geo"
+        keep_hidden = self.re_kind == "geo" if keep_hidden is None else keep_hidden
         for s in range(0, len(flat), self.batch_size):
             chunk = flat[s:s + self.batch_size]
             batch = batch_windows([page_windows[p][i] for p, i in chunk], multiple=self.multiple)

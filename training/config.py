@@ -72,6 +72,9 @@ class TrainConfig:
         re_head: ``paddleocr`` (PaddleNLP's RE head on its own backbone, ``training.train``) or ``geo`` (the
             geometric head on ``init_from``'s frozen SER encoder, ``training.re_head``).
         re_heads: geometric RE heads trained side by side and averaged (``models.layoutxlm.ReHeadModel``).
+        re_detector_entities: an exported SER folder of ``init_from``'s model (its decoding settings in its
+            ``metadata.json``): the geometric head also trains on the entities it decodes from each training document
+            cut as a line detector reads it (``training.re_head.predicted_entity_items``); empty: gold entities only.
         bucket_by_length: batch windows of similar length (``training.data.LengthBucketSampler``) instead of
             Paddle's ``DistributedBatchSampler``; with the token axis cut per batch, an epoch costs much less.
         augment_merge / augment_split / augment_jitter / augment_drop / augment_noise / augment_swap: SER training
@@ -115,6 +118,7 @@ class TrainConfig:
     bucket_by_length: bool = False
     re_head: str = "paddleocr"
     re_heads: int = 1
+    re_detector_entities: str = ""
     augment_merge: float = 0.0
     augment_split: float = 0.0
     augment_jitter: float = 0.0

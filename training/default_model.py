@@ -274,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--re_heads", type=int, default=1,
                    help="RE heads trained side by side on the same encoder states, their link probabilities "
                         "averaged (models.layoutxlm.ReHeadModel)")
+    p.add_argument("--re_detector_entities", action="store_true",
+                   help="the RE head also trains on the entities the SER model decodes from each training document "
+                        "cut as a line detector reads it (training.re_head.predicted_entity_items); needs --stage re "
+                        "with --ser_init an exported SER folder (its decoding settings are used)")
     p.add_argument("--calibrate", action="store_true",
                    help="export: tune the SER label biases on the validation split (training.calibrate)")
     p.add_argument("--ser_lr", type=float, help="the SER run's peak learning rate (default: the preset's)")
@@ -295,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.pretrained and args.ser_init:
         p.error("--pretrained and --ser_init both say where SER starts: give one")
+    if args.re_detector_entities and not (args.stage == "re" and args.ser_init
+                                          and (Path(args.ser_init) / "inference.json").exists()):
+        p.error("--re_detector_entities decodes with an exported SER folder: give --stage re --ser_init FOLDER")
     if args.relative_bias is not None and not args.ser_init:
         p.error("--relative_bias adds bias tables to a trained model: give --ser_init")
     command = "python -m training.default_model " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -350,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
             round_as_packed(work / "ser" / "best")  # the head reads the encoder the bundle will hold
         re_cfg = get_preset("default_re_head", manifest=manifest, out_dir=str(work / "re"),
-                            init_from=str(work / "ser" / "best"), re_heads=args.re_heads)
+                            init_from=str(work / "ser" / "best"), re_heads=args.re_heads,
+                            re_detector_entities=args.ser_init if args.re_detector_entities else "")
         if args.re_epochs:
             re_cfg = re_cfg.replace(epochs=args.re_epochs)
         train_re_head(re_cfg)

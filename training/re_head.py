@@ -28,7 +28,7 @@ from training.config import TrainConfig, lr_at
 from training.data import Example, LengthBucketSampler, encode_documents, ser_batch
 from training.metrics import re_scores
 
-__all__ = ["train_re_head", "encode_hidden", "HeadExample"]
+__all__ = ["train_re_head", "encode_hidden", "HeadExample", "PredictedPairs", "predicted_entity_items"]
 
 
 class HeadExample:
@@ -41,6 +41,58 @@ class HeadExample:
         self.pairs = example.re.pairs
         self.features = pair_features(example.window, example.re)
         self.labels = example.re.pair_labels
+
+
+class PredictedPairs:
+    """One window of SER-decoded entities on a document's detector view, its candidate pairs and their labels.
+
+    Attributes as :class:`HeadExample`: ``hidden`` ``(T, H)``, ``entities`` ``(E, 3)``, ``pairs`` ``(P, 2)``,
+    ``features`` ``(P, F)``, ``labels`` ``(P,)`` (1: both ends match the two ends of a gold link at box IoU >= 0.5,
+    the end-to-end pair criterion of ``training.report.pair_scores``).
+    """
+
+    def __init__(self, hidden: np.ndarray, entities: np.ndarray, pairs: np.ndarray, features: np.ndarray,
+                 labels: np.ndarray) -> None:
+        self.hidden, self.entities, self.pairs, self.features, self.labels = hidden, entities, pairs, features, labels
+
+
+def predicted_entity_items(ser_dir: str | Path, docs: Sequence[Any], batch_pages: int = 8) -> list[PredictedPairs]:
+    """RE training windows over the entities the SER model decodes, as a detector would cut the lines.
+
+    Each document's gold lines are cut as a line detector reads them (``training.report.detector_view``), the
+    exported SER model (``ser_dir``: its encoder states, decoder and continuation settings) labels and joins them
+    (``models.kie.KiePredictor.entities``), and every candidate pair of the decoded entities is labelled by whether
+    it is a gold link end to end. The head then also learns from the entities it meets on real pages (pieces of
+    wrapped keys, joined lines), not only from the annotated ones.
+    """
+    from models.features import RE_ENTITY_LABELS, batch_windows, entity_re_inputs, normalize_box
+    from models.kie import KiePredictor
+    from training.metrics import box_iou
+    from training.report import detector_view
+
+    kie = KiePredictor.from_dirs(ser_dir)
+    items: list[PredictedPairs] = []
+    for s in range(0, len(docs), batch_pages):
+        chunk = docs[s:s + batch_pages]
+        pages = detector_view(chunk)
+        for doc, page, toks in zip(chunk, pages, kie.tokens(pages, keep_hidden=True)):
+            ents = kie.entities(page, toks)[2]
+            gold = [(doc.lines[q].box, doc.lines[a].box) for q, a in doc.links()]
+            for i, w in enumerate(toks.windows):
+                members = [j for j, e in enumerate(ents) if e.window == i and e.label in RE_ENTITY_LABELS]
+                spans = [(ents[j].start, ents[j].end, RE_ENTITY_LABELS[ents[j].label]) for j in members]
+                boxes = [normalize_box(ents[j].box, page.width, page.height, clip=True) for j in members]
+                r = entity_re_inputs(spans, members, boxes=boxes)
+                if not len(r.pairs):
+                    continue
+                batch = batch_windows([w], re=[r], geometry=True, feature_names=PAIR_FEATURES, multiple=0)
+                labels = np.array([int(any(box_iou(gq, ents[r.entity_line_ids[q]].box) >= 0.5
+                                           and box_iou(ga, ents[r.entity_line_ids[a]].box) >= 0.5
+                                           for gq, ga in gold)) for q, a in r.pairs], np.int64)
+                n_e, n_p = len(spans), len(r.pairs)
+                items.append(PredictedPairs(toks.hidden[i].astype(np.float32), batch["entities"][0, :n_e],
+                                            batch["pairs"][0, :n_p], batch["pair_features"][0, :n_p], labels))
+    return items
 
 
 @paddle.no_grad()
@@ -111,7 +163,8 @@ def train_re_head(config: TrainConfig) -> dict[str, Any]:
     Args:
         config: ``task="re"``, ``re_head="geo"``; ``init_from`` = a kiebeam SER checkpoint; ``epochs``,
             ``batch_size``, ``learning_rate``, ``warmup_epochs``, ``schedule``, ``clip_norm``, ``dropout``,
-            ``seed``, ``eval_split`` as for any run; ``re_heads`` heads trained side by side and averaged.
+            ``seed``, ``eval_split`` as for any run; ``re_heads`` heads trained side by side and averaged;
+            ``re_detector_entities`` adds :func:`predicted_entity_items` of the training documents.
 
     Returns:
         ``{"best_hmean", "best_step", "steps", "out_dir"}``.
@@ -143,6 +196,12 @@ def train_re_head(config: TrainConfig) -> dict[str, Any]:
     encoder = ser.model.layoutxlm
     train_items = _head_examples(encoder, train_docs, tokenizer, labels, config.max_len)
     eval_items = _head_examples(encoder, eval_docs, tokenizer, labels, config.max_len)
+    if config.re_detector_entities:  # the same documents again, as the SER model decodes their detector view
+        exported = json.loads((Path(config.re_detector_entities) / "metadata.json").read_text())
+        if exported.get("encoder_fingerprint") != encoder_fingerprint(ser.model.state_dict()):
+            raise ValueError(f"re_detector_entities: {config.re_detector_entities} is not an export of the SER model "
+                             f"in {config.init_from} (encoder fingerprints differ)")
+        train_items = train_items + predicted_entity_items(config.re_detector_entities, train_docs)
     encode_s = time.perf_counter() - t0
     print(f"re_head: encoded {len(train_items)} train / {len(eval_items)} eval windows in {encode_s:.0f} s",
           flush=True)
