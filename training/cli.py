@@ -195,6 +195,10 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
         c = s.add_parser(f"convert-{kind}", help=f"convert {source} annotations to a label shard")
         c.add_argument("source", help=source)
         c.add_argument("out", help="output label file; page sizes go to OUT.sizes.json")
+        if kind == "funsd":
+            c.add_argument("--xfund_labels", action="store_true",
+                           help="label a question that links to no answer and no other question (a key whose field "
+                                "is empty) OTHER, as XFUND does")
         c.set_defaults(func=_run_convert, kind=kind)
 
 
@@ -269,7 +273,8 @@ def _run_convert(args: argparse.Namespace) -> int:
 
     convert = {"xfund": xfund_release_to_documents, "xfun-normalize": xfun_normalize_to_documents,
                "funsd": funsd_to_documents}[args.kind]
-    docs = convert(args.source)
+    options = {"xfund_labels": True} if getattr(args, "xfund_labels", False) else {}
+    docs = convert(args.source, **options)
     n = write_shard(docs, args.out, sizes_uri=f"{args.out}.sizes.json")
     print(f"wrote {args.out}: {n} documents")
     return 0

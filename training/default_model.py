@@ -76,7 +76,7 @@ lines (which never hold a key and its value together) pairs with gold OCR 0.661 
 
 
 def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev_docs: int = 10,
-                           zh_repeat: int = 3) -> Path:
+                           zh_repeat: int = 3, funsd_xfund_labels: bool = False) -> Path:
     """Builds the default model's shards and manifest from ``../shared/data``.
 
     * ``test``: XFUND zh train documents ``0..test_docs-1`` (the project's held-out split: final numbers only);
@@ -89,6 +89,8 @@ def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev
         work: where the shards and the manifest are written.
         test_docs / dev_docs: sizes of the held-out and the model-selection splits.
         zh_repeat: how many times the Chinese training shard is listed.
+        funsd_xfund_labels: FUNSD questions whose field is empty labelled OTHER, as XFUND labels them
+            (``training.shards.funsd_to_documents``).
 
     Returns:
         The manifest path.
@@ -108,8 +110,10 @@ def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev
     others = {"de_train.txt": lambda: xfund_release_to_documents(str(shared / "xfund_de" / "de.train.json")),
               "de_val.txt": lambda: xfund_release_to_documents(str(shared / "xfund_de" / "de.val.json")),
               "fr_val.txt": lambda: xfun_normalize_to_documents(str(shared / "xfund_fr" / "xfun_normalize_val.json")),
-              "funsd_train.txt": lambda: funsd_to_documents(str(shared / "funsd" / "training_data" / "annotations")),
-              "funsd_test.txt": lambda: funsd_to_documents(str(shared / "funsd" / "testing_data" / "annotations"))}
+              "funsd_train.txt": lambda: funsd_to_documents(str(shared / "funsd" / "training_data" / "annotations"),
+                                                            xfund_labels=funsd_xfund_labels),
+              "funsd_test.txt": lambda: funsd_to_documents(str(shared / "funsd" / "testing_data" / "annotations"),
+                                                           xfund_labels=funsd_xfund_labels)}
     for name, convert in others.items():
         write_shard(convert(), str(work / name), sizes_uri=str(work / f"{name}.sizes.json"))
         entries.append(shard_entry(str(work / name), "train", sizes_uri=str(work / f"{name}.sizes.json")))
@@ -271,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the SER run from WORK/ser/latest")
     p.add_argument("--ser_epochs", type=int)
     p.add_argument("--re_epochs", type=int)
+    p.add_argument("--funsd_labels", choices=("funsd", "xfund"), default="funsd",
+                   help="xfund: FUNSD questions whose field is empty (no answer, no sub-question) are labelled OTHER "
+                        "in the training shards, as XFUND labels them (training.shards.funsd_to_documents)")
     p.add_argument("--re_heads", type=int, default=1,
                    help="RE heads trained side by side on the same encoder states, their link probabilities "
                         "averaged (models.layoutxlm.ReHeadModel)")
@@ -313,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("ser", "all"):
         t0 = time.perf_counter()
         if not (args.resume and Path(manifest).exists()):
-            build_default_manifest(Path(args.shared), work)
+            build_default_manifest(Path(args.shared), work, funsd_xfund_labels=args.funsd_labels == "xfund")
         ser_cfg = get_preset("default_ser", manifest=manifest, out_dir=str(work / "ser"), resume=args.resume)
         if args.ser_epochs:
             ser_cfg = ser_cfg.replace(epochs=args.ser_epochs)

@@ -148,3 +148,34 @@ def test_train_cli_shards_build_and_validate(tmp_path, capsys):
     assert cli.main(["shards", "validate", str(out)]) == 0
     assert cli.main(["shards", "validate", str(out), "--strict"]) == 1
     assert "unknown label 'bogus'" in capsys.readouterr().out
+
+
+def test_train_funsd_xfund_labels_make_empty_keys_other(tmp_path, capsys):
+    """``convert-funsd --xfund_labels``: a question with no answer and no sub-question (an empty field, linked only
+    to its header) becomes OTHER; a question with an answer, or with a sub-question under it, stays QUESTION."""
+    def ent(i, label, x, y, text, links=()):
+        box = [x, y, x + 80, y + 20]
+        return {"id": i, "label": label, "text": text, "box": box, "linking": [list(k) for k in links],
+                "words": [{"text": text, "box": box}]}
+
+    form = [ent(0, "header", 10, 10, "FORM", [(0, 1), (0, 2)]),
+            ent(1, "question", 10, 50, "Name:", [(0, 1), (1, 3)]), ent(3, "answer", 200, 50, "Ann", [(1, 3)]),
+            ent(2, "question", 10, 90, "Date:", [(0, 2)]),  # only its header links to it: an empty field
+            ent(4, "question", 10, 130, "Phone", [(4, 5)]), ent(5, "question", 200, 130, "home", [(4, 5), (5, 6)]),
+            ent(6, "answer", 400, 130, "555", [(5, 6)]), ent(7, "question", 10, 170, "Sign here")]
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "f.json").write_text(json.dumps({"form": form}))
+    labels = {}
+    for flag in ([], ["--xfund_labels"]):
+        out = tmp_path / f"f{len(flag)}.txt"
+        assert cli.main(["shards", "convert-funsd", str(ann), str(out), *flag]) == 0
+        (doc,), _ = read_shard(str(out), LABELS, sizes_uri=str(out) + ".sizes.json")
+        labels[bool(flag)] = {ln.text: ln.label for ln in doc.lines}
+    assert "wrote" in capsys.readouterr().out
+    assert labels[False]["Date:"] == labels[False]["Sign here"] == "QUESTION"
+    assert labels[True]["Date:"] == labels[True]["Sign here"] == "OTHER"
+    kept = ("Name:", "Phone", "home")
+    assert [labels[True][k] for k in kept] == ["QUESTION"] * 3 and labels[True]["FORM"] == "HEADER"
+    assert {k: v for k, v in labels[True].items() if k not in ("Date:", "Sign here")} == \
+        {k: v for k, v in labels[False].items() if k not in ("Date:", "Sign here")}
