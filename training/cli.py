@@ -273,8 +273,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
     convert = {"xfund": xfund_release_to_documents, "xfun-normalize": xfun_normalize_to_documents,
                "funsd": funsd_to_documents}[args.kind]
-    options = {"xfund_labels": True} if getattr(args, "xfund_labels", False) else {}
-    docs = convert(args.source, **options)
+    docs = convert(args.source, **({"xfund_labels": args.xfund_labels} if args.kind == "funsd" else {}))
     n = write_shard(docs, args.out, sizes_uri=f"{args.out}.sizes.json")
     print(f"wrote {args.out}: {n} documents")
     return 0
