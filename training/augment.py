@@ -21,6 +21,11 @@ misread characters. :func:`augment_window` rebuilds one training window that way
 * ``swap``: an ``ANSWER`` line's text is replaced, with this probability, by the text of another training answer
   of the same script (:func:`answer_pool`; of five drawn, the one closest in length), so that the model reads a
   value from where it stands and how it looks next to its key, not from values it has learnt by heart.
+* ``empty``: a linked ``QUESTION`` loses its answers with this probability (they leave the page) and becomes
+  ``OTHER``, as XFUND labels a key whose field is empty (every QUESTION of XFUND zh train but one is linked, and
+  ``training.shards.funsd_to_documents(xfund_labels=True)`` labels FUNSD's that way). With ``empty`` on, a question
+  whose answers all left the window by ``drop`` is ``OTHER`` too, so no augmentation teaches the opposite. Use it
+  with XFUND-convention data only (FUNSD converted with ``xfund_labels``).
 
 The window keeps its place in the epoch (one window in, one window out), so batches, resume and the length
 sampler are unchanged; a window whose rebuild would not fit ``max_len`` (or that holds a line cut across windows)
@@ -53,11 +58,13 @@ class Augment:
     drop: float = 0.0
     noise: float = 0.0
     swap: float = 0.0
+    empty: float = 0.0
 
     @property
     def active(self) -> bool:
         """Whether any augmentation is on."""
-        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise, self.swap))
+        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise, self.swap,
+                                            self.empty))
 
 
 def _cjk(text: str) -> bool:
@@ -151,6 +158,29 @@ def _part_label_ids(pieces: Sequence[str], text: str, starts: Sequence[int], lab
     return out
 
 
+def _answers_in_window(window: Window, doc: KieDocument) -> dict[int, set[int]]:
+    """Each linked question of the window whose answers are all in the window -> those answers (line indices)."""
+    answers: dict[int, set[int]] = {}
+    for q, a in doc.links():
+        answers.setdefault(q, set()).add(a)
+    inside = set(window.line_ids)
+    return {q: a for q, a in answers.items() if q in inside and a <= inside}
+
+
+def _emptied(window: Window, doc: KieDocument, rng: np.random.Generator, p: float) -> set[int]:
+    """``empty``: the answers of each linked question of the window, drawn with probability ``p``, to leave out."""
+    gone: set[int] = set()
+    for _, answers in sorted(_answers_in_window(window, doc).items()):
+        if rng.random() < p:
+            gone |= answers
+    return gone
+
+
+def _keys_without_values(window: Window, doc: KieDocument, keep: set[int]) -> set[int]:
+    """The kept questions of the window (line indices) whose answers all left it: ``OTHER`` from now on."""
+    return {q for q, answers in _answers_in_window(window, doc).items() if q in keep and not answers & keep}
+
+
 def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mapping[str, int],  # noqa: ANN001
                    rng: np.random.Generator, aug: Augment, *, max_len: int = 512,
                    pool: Mapping[bool, Sequence[str]] | None = None) -> Window:
@@ -175,9 +205,18 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
     tokens = dict(zip(lines, tokenize_lines([ln.text for ln in lines], tokenizer)))  # each line's token ids
     if any(e - s != len(tokens[ln]) for ln, (s, e) in zip(lines, window.line_spans)):
         return window  # a line cut across windows: leave the window as built
-    keep = [ln for ln in lines if rng.random() >= aug.drop] if aug.drop > 0 else list(lines)
-    if not keep:
-        keep = [lines[int(rng.integers(len(lines)))]]
+    gone = _emptied(window, doc, rng, aug.empty) if aug.empty > 0 else set()
+    kept = [k for k in window.line_ids if k not in gone and (aug.drop <= 0 or rng.random() >= aug.drop)]
+    if not kept:
+        kept = [window.line_ids[int(rng.integers(len(lines)))]]
+    empty = _keys_without_values(window, doc, set(kept)) if aug.empty > 0 else set()
+    keep = []
+    for k in kept:
+        ln = doc.lines[k]
+        if k in empty:
+            ln = replace(ln, label="OTHER")
+            tokens[ln] = tokens[doc.lines[k]]
+        keep.append(ln)
     if aug.swap > 0 and pool:
         for i, ln in enumerate(keep):
             if ln.label == "ANSWER" and rng.random() < aug.swap:

@@ -77,10 +77,11 @@ class TrainConfig:
             cut as a line detector reads it (``training.re_head.predicted_entity_items``); empty: gold entities only.
         bucket_by_length: batch windows of similar length (``training.data.LengthBucketSampler``) instead of
             Paddle's ``DistributedBatchSampler``; with the token axis cut per batch, an epoch costs much less.
-        augment_merge / augment_split / augment_jitter / augment_drop / augment_noise / augment_swap: SER training
-            augmentation (``training.augment``): same-row neighbours merged into one line, entities cut into two
-            lines, box jitter (fraction of the line height), line drops, token replacement and answer texts swapped
-            for other training answers; all 0 = off.
+        augment_merge / augment_split / augment_jitter / augment_drop / augment_noise / augment_swap /
+            augment_empty: SER training augmentation (``training.augment``): same-row neighbours merged into one
+            line, entities cut into two lines, box jitter (fraction of the line height), line drops, token
+            replacement, answer texts swapped for other training answers, and keys whose answers leave the page
+            labelled OTHER; all 0 = off.
         relative_bias_lr_scale: learning-rate multiplier of the relative attention bias tables (``rel_pos*``):
             tables added to a trained model start at zero and, at the encoder's rate, barely move in a few epochs.
     """
@@ -125,6 +126,7 @@ class TrainConfig:
     augment_drop: float = 0.0
     augment_noise: float = 0.0
     augment_swap: float = 0.0
+    augment_empty: float = 0.0
     relative_bias_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -145,13 +147,15 @@ class TrainConfig:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
         if self.relative_bias_lr_scale <= 0:
             raise ValueError(f"relative_bias_lr_scale={self.relative_bias_lr_scale} must be > 0")
-        for name in ("augment_merge", "augment_split", "augment_drop", "augment_noise", "augment_swap"):
+        for name in ("augment_merge", "augment_split", "augment_drop", "augment_noise", "augment_swap",
+                     "augment_empty"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be within [0, 1]")
         if self.augment_jitter < 0:
             raise ValueError(f"augment_jitter={self.augment_jitter} must be >= 0")
         if self.task != "ser" and any(getattr(self, n) for n in ("augment_merge", "augment_split", "augment_jitter",
-                                                                   "augment_drop", "augment_noise", "augment_swap")):
+                                                                   "augment_drop", "augment_noise", "augment_swap",
+                                                                   "augment_empty")):
             raise ValueError("augment_* are SER settings (training.augment): set task='ser'")
         if not 0.0 <= self.max_skipped_fraction <= 1.0:
             raise ValueError(f"max_skipped_fraction={self.max_skipped_fraction} must be within [0, 1]")

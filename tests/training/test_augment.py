@@ -197,3 +197,32 @@ def test_default_model_augment_flag():
     assert _augment_fields(["merge=0.5", "noise=0.03"]) == {"augment_merge": 0.5, "augment_noise": 0.03}
     with pytest.raises(SystemExit, match="expected merge=P"):
         _augment_fields(["blur=1"])
+
+
+def test_empty_leaves_out_a_keys_answers_and_labels_the_key_other(tokenizer):
+    def linked(text, label, box, i, *links):
+        return KieLine(text, label, _line(text, label, box, i).points, box, i, tuple(links))
+
+    lines = (linked("姓名：", "QUESTION", (100, 100, 220, 140), 0, (0, 1)),
+             linked("张三", "ANSWER", (240, 100, 330, 140), 1, (0, 1)),
+             linked("地址", "QUESTION", (100, 300, 180, 340), 2, (2, 3)),
+             linked("北京", "ANSWER", (700, 300, 790, 340), 3, (2, 3)),
+             _line("申请表", "HEADER", (400, 500, 560, 550), 4))
+    doc = KieDocument("linked.jpg", lines, 1000, 1000)
+    w0 = _window(doc, tokenizer)
+    w = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng(0), Augment(empty=1.0))
+    assert [(t.replace("▁", ""), labs[0]) for t, labs, _ in _lines_of(w, tokenizer)] == [
+        ("姓名:", "O"), ("地址", "O"), ("申请表", "B-HEADER")]  # keys without values are OTHER
+    # drop with empty on: a key whose answer was dropped is OTHER, a key that kept its answer stays QUESTION.
+    seen = set()
+    for seed in range(40):
+        w = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng(seed), Augment(drop=0.3, empty=1e-9))
+        got = dict((t.replace("▁", ""), labs[0]) for t, labs, _ in _lines_of(w, tokenizer))
+        for key, value in (("姓名:", "张三"), ("地址", "北京")):
+            if key in got:
+                assert got[key] == ("B-QUESTION" if value in got else "O")
+                seen.add(got[key])
+    assert seen == {"B-QUESTION", "O"}
+    # without empty, drop keeps the old labels (and the old random draws)
+    w = augment_window(w0, doc, tokenizer, L2I, np.random.default_rng(5), Augment(drop=0.5))
+    assert all(labs[0] != "O" for _, labs, _ in _lines_of(w, tokenizer))
