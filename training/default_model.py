@@ -20,6 +20,8 @@ relative geometry, so the RE folder holds only the head and a page runs the enco
 15) was trained with ``--stage re --ser_init models/assets/default_kie/ser --re_detector_entities``: on the gold
 entities and on the entities that SER model decodes from the training documents cut as a line detector cuts them
 (``training.re_head.predicted_entity_items``), which took held-out pairs end to end from images 0.446 -> 0.492.
+``--ser_init`` may also be a SER checkpoint (a new SER run's ``WORK/ser/best``): it is rounded as packed and exported
+to ``WORK/ser_export`` with the bundle's decoding settings, which the head's training decodes with.
 
 Shard files and run folders go to ``--work`` (never into the repository); the exported folders carry the exact
 command, the training time and the whole held-out report (``training.report``) in ``metadata.json``.
@@ -146,19 +148,11 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     export_inference(work / "re" / "best", out / "re")
     if PACK_SER:  # the repository keeps inference.pdiparams.packed; SHA256SUMS (below) pins both files
         pack_folder(out / "ser")
-    meta_path = out / "ser" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
     same_ser = previous_weights == sha256_file(weights)  # a new RE head on the bundled SER (--stage re --ser_init)
     if same_ser:  # the SER folder keeps its own training record (its rebuilt checkpoint carries none)
-        meta.update({k: previous[k] for k in ("source_metrics", "training_data") if k in previous})
         timings = {**previous.get("train_seconds", {}), **timings}
-    meta["decode"] = "bio"  # models trained here: whole entities, key/value lines split (models.ser_decoding)
-    meta["ocr_box_margin"] = OCR_BOX_MARGIN  # models.kie.tighten_boxes (0: the detector's boxes as they are)
-    meta["entity_box_margin"] = ENTITY_BOX_MARGIN  # the entities' boxes only
-    meta["colon_split"] = COLON_SPLIT  # models.ser_decoding.split_at_colon
-    meta["continue_lines"] = CONTINUE_LINES  # models.kie.KiePredictor._continued
-    meta_path.write_text(json.dumps(meta, indent=2, default=str))
-    write_sha256sums(out / "ser")
+    _write_decoding(out / "ser", {k: previous[k] for k in ("source_metrics", "training_data")
+                                  if same_ser and k in previous})
     if calibrate:
         from training.calibrate import tune_label_bias, write_label_bias
 
@@ -197,6 +191,31 @@ def _export_default(work: Path, out: Path, command: str, timings: dict[str, floa
     print(format_report(report))
     print(json.dumps({"kie_ms_per_page": report["kie_ms_per_page"], "bytes": sum(sizes.values())}))
     return report
+
+
+def _write_decoding(ser: Path, extra: dict[str, Any] | None = None) -> None:
+    """Writes the bundle's decoding settings (and ``extra``) into an exported SER folder's metadata, re-pinned."""
+    meta_path = ser / "metadata.json"
+    meta = {**json.loads(meta_path.read_text()), **(extra or {})}
+    meta["decode"] = "bio"  # models trained here: whole entities, key/value lines split (models.ser_decoding)
+    meta["ocr_box_margin"] = OCR_BOX_MARGIN  # models.kie.tighten_boxes (0: the detector's boxes as they are)
+    meta["entity_box_margin"] = ENTITY_BOX_MARGIN  # the entities' boxes only
+    meta["colon_split"] = COLON_SPLIT  # models.ser_decoding.split_at_colon
+    meta["continue_lines"] = CONTINUE_LINES  # models.kie.KiePredictor._continued
+    meta_path.write_text(json.dumps(meta, indent=2, default=str))
+    write_sha256sums(ser)
+
+
+def _decoding_ser(work: Path, ser_init: str) -> str:
+    """The exported SER folder ``--re_detector_entities`` decodes with: ``ser_init`` itself where it is one, else
+    ``work/ser/best`` (already rounded as packed) exported to ``work/ser_export`` with the bundle's decoding."""
+    if (Path(ser_init) / "inference.json").exists():
+        return ser_init
+    from models.checkpoint import export_inference
+
+    export_inference(work / "ser" / "best", work / "ser_export")
+    _write_decoding(work / "ser_export")
+    return str(work / "ser_export")
 
 
 def _fresh_start(ser: Path) -> bool:
@@ -288,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--re_detector_entities", action="store_true",
                    help="the RE head also trains on the entities the SER model decodes from each training document "
                         "cut as a line detector reads it (training.re_head.predicted_entity_items); needs --stage re "
-                        "with --ser_init an exported SER folder (its decoding settings are used)")
+                        "with --ser_init: an exported SER folder (its decoding settings are used) or a checkpoint "
+                        "(exported to WORK/ser_export with the bundle's decoding settings)")
     p.add_argument("--calibrate", action="store_true",
                    help="export: tune the SER label biases on the validation split (training.calibrate)")
     p.add_argument("--ser_lr", type=float, help="the SER run's peak learning rate (default: the preset's)")
@@ -310,9 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.pretrained and args.ser_init:
         p.error("--pretrained and --ser_init both say where SER starts: give one")
-    if args.re_detector_entities and not (args.stage == "re" and args.ser_init
-                                          and (Path(args.ser_init) / "inference.json").exists()):
-        p.error("--re_detector_entities decodes with an exported SER folder: give --stage re --ser_init FOLDER")
+    if args.re_detector_entities and not (args.stage == "re" and args.ser_init):
+        p.error("--re_detector_entities decodes with the --ser_init SER model: give --stage re --ser_init MODEL")
     if args.relative_bias is not None and not args.ser_init:
         p.error("--relative_bias adds bias tables to a trained model: give --ser_init")
     command = "python -m training.default_model " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -369,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             round_as_packed(work / "ser" / "best")  # the head reads the encoder the bundle will hold
         re_cfg = get_preset("default_re_head", manifest=manifest, out_dir=str(work / "re"),
                             init_from=str(work / "ser" / "best"), re_heads=args.re_heads,
-                            re_detector_entities=args.ser_init if args.re_detector_entities else "")
+                            re_detector_entities=_decoding_ser(work, args.ser_init) if args.re_detector_entities
+                            else "")
         if args.re_epochs:
             re_cfg = re_cfg.replace(epochs=args.re_epochs)
         train_re_head(re_cfg)

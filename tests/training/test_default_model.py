@@ -68,3 +68,27 @@ def test_a_run_from_a_new_init_does_not_inherit_the_replaced_models_history(tmp_
     assert not _fresh_start(run("/tmp/round4/ser/best with zero relative attention bias tables"))
     assert not _fresh_start(run(None))  # a trained checkpoint (or an export turned back into one) carries on
     assert not _fresh_start(tmp_path / "missing")
+
+
+def test_re_detector_entities_decodes_with_an_export_of_a_checkpoint(tmp_path):
+    """``--stage re --ser_init CHECKPOINT --re_detector_entities``: the checkpoint (at ``WORK/ser/best``) is exported
+    with the bundle's decoding settings, pinned, and loads; an exported folder is used as it is."""
+    import json
+    from pathlib import Path
+
+    from models.integrity import verify_model_dir
+    from models.kie import KiePredictor
+    from training import default_model
+    from training.store import checkpoint_from_export
+
+    bundled = Path(__file__).resolve().parents[2] / "models" / "assets" / "default_kie" / "ser"
+    assert default_model._decoding_ser(tmp_path, str(bundled)) == str(bundled)
+    checkpoint_from_export(bundled, tmp_path / "ser" / "best", labels=LABELS)
+    out = Path(default_model._decoding_ser(tmp_path, str(tmp_path / "ser" / "best")))
+    assert out == tmp_path / "ser_export"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["decode"] == "bio" and meta["continue_lines"] == list(default_model.CONTINUE_LINES)
+    assert meta["entity_box_margin"] == default_model.ENTITY_BOX_MARGIN and meta["colon_split"] is True
+    verify_model_dir(out)  # SHA256SUMS re-pinned after the metadata changed
+    assert meta["encoder_fingerprint"] == json.loads((bundled / "metadata.json").read_text())["encoder_fingerprint"]
+    assert KiePredictor.from_dirs(out, None).decode == "bio"
