@@ -63,8 +63,7 @@ class Augment:
     @property
     def active(self) -> bool:
         """Whether any augmentation is on."""
-        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise, self.swap,
-                                            self.empty))
+        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise, self.swap, self.empty))
 
 
 def _cjk(text: str) -> bool:
