@@ -166,18 +166,13 @@ def _answers_in_window(window: Window, doc: KieDocument) -> dict[int, set[int]]:
     return {q: a for q, a in answers.items() if q in inside and a <= inside}
 
 
-def _emptied(window: Window, doc: KieDocument, rng: np.random.Generator, p: float) -> set[int]:
-    """``empty``: the answers of each linked question of the window, drawn with probability ``p``, to leave out."""
+def _emptied(answers: Mapping[int, set[int]], rng: np.random.Generator, p: float) -> set[int]:
+    """``empty``: the answers of each linked question (``answers``), drawn with probability ``p``, to leave out."""
     gone: set[int] = set()
-    for _, answers in sorted(_answers_in_window(window, doc).items()):
+    for _, a in sorted(answers.items()):
         if rng.random() < p:
-            gone |= answers
+            gone |= a
     return gone
-
-
-def _keys_without_values(window: Window, doc: KieDocument, keep: set[int]) -> set[int]:
-    """The kept questions of the window (line indices) whose answers all left it: ``OTHER`` from now on."""
-    return {q for q, answers in _answers_in_window(window, doc).items() if q in keep and not answers & keep}
 
 
 def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mapping[str, int],  # noqa: ANN001
@@ -204,11 +199,12 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
     tokens = dict(zip(lines, tokenize_lines([ln.text for ln in lines], tokenizer)))  # each line's token ids
     if any(e - s != len(tokens[ln]) for ln, (s, e) in zip(lines, window.line_spans)):
         return window  # a line cut across windows: leave the window as built
-    gone = _emptied(window, doc, rng, aug.empty) if aug.empty > 0 else set()
+    answers = _answers_in_window(window, doc) if aug.empty > 0 else {}
+    gone = _emptied(answers, rng, aug.empty) if answers else set()
     kept = [k for k in window.line_ids if k not in gone and (aug.drop <= 0 or rng.random() >= aug.drop)]
     if not kept:
         kept = [window.line_ids[int(rng.integers(len(lines)))]]
-    empty = _keys_without_values(window, doc, set(kept)) if aug.empty > 0 else set()
+    empty = {q for q, a in answers.items() if q in kept and not a & set(kept)}  # keys whose answers all left
     keep = []
     for k in kept:
         ln = doc.lines[k]

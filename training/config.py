@@ -34,6 +34,8 @@ __all__ = ["TrainConfig", "PRESETS", "get_preset", "lr_at"]
 
 TASKS = ("ser", "re")
 SCHEDULES = ("linear", "constant")
+_AUGMENT_PROBABILITIES = ("augment_merge", "augment_split", "augment_drop", "augment_noise", "augment_swap",
+                          "augment_empty")  # the SER augmentation fields that are probabilities (jitter is a size)
 
 
 @dataclass(frozen=True)
@@ -147,15 +149,12 @@ class TrainConfig:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
         if self.relative_bias_lr_scale <= 0:
             raise ValueError(f"relative_bias_lr_scale={self.relative_bias_lr_scale} must be > 0")
-        for name in ("augment_merge", "augment_split", "augment_drop", "augment_noise", "augment_swap",
-                     "augment_empty"):
+        for name in _AUGMENT_PROBABILITIES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be within [0, 1]")
         if self.augment_jitter < 0:
             raise ValueError(f"augment_jitter={self.augment_jitter} must be >= 0")
-        if self.task != "ser" and any(getattr(self, n) for n in ("augment_merge", "augment_split", "augment_jitter",
-                                                                   "augment_drop", "augment_noise", "augment_swap",
-                                                                   "augment_empty")):
+        if self.task != "ser" and any(getattr(self, n) for n in (*_AUGMENT_PROBABILITIES, "augment_jitter")):
             raise ValueError("augment_* are SER settings (training.augment): set task='ser'")
         if not 0.0 <= self.max_skipped_fraction <= 1.0:
             raise ValueError(f"max_skipped_fraction={self.max_skipped_fraction} must be within [0, 1]")
