@@ -46,6 +46,8 @@ from training.train import main as train_main
 
 __all__ = ["build_default_manifest", "main"]
 
+FOLD_FILE = "fold.json"
+"""Marks a work folder whose manifest is a fold's (``--fold``): its ``test`` split is training documents."""
 PAGE_SIZE = (2480, 3508)  # XFUND pages without an image here are assumed portrait A4 at 300 dpi
 OCR_BOX_MARGIN = 0.0
 """``models.kie.tighten_boxes`` margin written into the exported SER folder. ``training.box_tuning`` on XFUND zh
@@ -81,7 +83,8 @@ lines (which never hold a key and its value together) pairs with gold OCR 0.661 
 
 
 def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev_docs: int = 10,
-                           zh_repeat: int = 3, funsd_xfund_labels: bool = False) -> Path:
+                           zh_repeat: int = 3, funsd_xfund_labels: bool = False,
+                           fold: tuple[int, int] | None = None) -> Path:
     """Builds the default model's shards and manifest from ``../shared/data``.
 
     * ``test``: XFUND zh train documents ``0..test_docs-1`` (the project's held-out split: final numbers only);
@@ -96,6 +99,10 @@ def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev
         zh_repeat: how many times the Chinese training shard is listed.
         funsd_xfund_labels: FUNSD questions whose field is empty labelled OTHER, as XFUND labels them
             (``training.shards.funsd_to_documents``).
+        fold: ``(a, b)``: an analysis model's manifest: XFUND zh documents ``a..b-1`` (training documents) leave
+            the training split and become its ``test`` split, and the held-out documents ``0..test_docs-1`` are
+            left out altogether, so that a model trained on it has pages it never saw to study and tune on; such a
+            model is never exported (:func:`main` refuses).
 
     Returns:
         The manifest path.
@@ -108,6 +115,16 @@ def build_default_manifest(shared: Path, work: Path, *, test_docs: int = 30, dev
     lines = [x for x in (zh / "train.json").read_text(encoding="utf-8").splitlines() if x.strip()]
     parts = {"zh_test.txt": lines[:test_docs], "zh_dev.txt": lines[len(lines) - dev_docs:],
              "zh_train.txt": lines[test_docs:len(lines) - dev_docs]}
+    if fold is not None:
+        a, b = fold
+        if not test_docs <= a < b <= len(lines) - dev_docs:
+            raise ValueError(f"fold {a}..{b - 1} must lie in the training documents {test_docs}.."
+                             f"{len(lines) - dev_docs - 1}")
+        parts = {"zh_test.txt": lines[a:b], "zh_dev.txt": parts["zh_dev.txt"],
+                 "zh_train.txt": lines[test_docs:a] + lines[b:len(lines) - dev_docs]}
+        (work / FOLD_FILE).write_text(json.dumps({"fold": [a, b]}))
+    else:
+        (work / FOLD_FILE).unlink(missing_ok=True)
     for name, rows in parts.items():
         (work / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
     zh_extra: dict[str, Any] = {"image_dir": str(zh / "image"), "page_size": PAGE_SIZE}
@@ -327,7 +344,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="switch on LayoutLMv2's relative attention biases (1-D positions, 2-D boxes) in the --ser_init "
                         "model, tables from zero, trained at LR_SCALE times the SER rate "
                         "(training.store.with_relative_attention_bias)")
+    p.add_argument("--fold", metavar="A:B",
+                   help="an analysis model, never exported: XFUND zh training documents A..B-1 become the work "
+                        "folder's test split instead of being trained on, and the held-out documents 0..29 are left "
+                        "out (build_default_manifest); study and tune on its test split, then measure on the bundle")
     args = p.parse_args(argv)
+    fold = None
+    if args.fold:
+        try:
+            fold = tuple(int(x) for x in args.fold.split(":"))
+            if len(fold) != 2:
+                raise ValueError
+        except ValueError:
+            p.error(f"--fold {args.fold!r}: expected A:B, two document numbers")
     if args.pretrained and args.ser_init:
         p.error("--pretrained and --ser_init both say where SER starts: give one")
     if args.re_detector_entities and not (args.stage == "re" and args.ser_init):
@@ -343,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("ser", "all"):
         t0 = time.perf_counter()
         if not (args.resume and Path(manifest).exists()):
-            build_default_manifest(Path(args.shared), work, funsd_xfund_labels=args.funsd_labels == "xfund")
+            try:
+                build_default_manifest(Path(args.shared), work, funsd_xfund_labels=args.funsd_labels == "xfund",
+                                       fold=fold)
+            except ValueError as e:
+                raise SystemExit(f"error: {e}") from None
         ser_cfg = get_preset("default_ser", manifest=manifest, out_dir=str(work / "ser"), resume=args.resume)
         if args.ser_epochs:
             ser_cfg = ser_cfg.replace(epochs=args.ser_epochs)
@@ -397,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         timings_path.write_text(json.dumps(timings))
         _record_stage(work, command.replace("--stage all", "--stage re"), time.perf_counter() - t0)
     if args.stage in ("export", "all"):
+        if (work / FOLD_FILE).exists():
+            raise SystemExit(f"error: {work} holds a fold's model (--fold, {work / FOLD_FILE}), trained on documents "
+                             "the bundle's held-out report must not see as unseen; it is not exported")
         _export_default(work, out, command.replace("--stage all", "--stage export"), timings,
                         calibrate=args.calibrate)
     return 0

@@ -92,3 +92,20 @@ def test_re_detector_entities_decodes_with_an_export_of_a_checkpoint(tmp_path):
     verify_model_dir(out)  # SHA256SUMS re-pinned after the metadata changed
     assert meta["encoder_fingerprint"] == json.loads((bundled / "metadata.json").read_text())["encoder_fingerprint"]
     assert KiePredictor.from_dirs(out, None).decode == "bio"
+
+
+def test_a_fold_manifest_holds_its_documents_out_and_leaves_out_the_held_out_split(shared_data, tmp_path):
+    """``--fold 30:70``: XFUND zh 30..69 are the fold model's test split, not trained on; the project's held-out
+    documents 0..29 are nowhere; the work folder is marked and its model is never exported."""
+    from training import default_model
+    from training.shards import load_manifest, load_split
+
+    m = load_manifest(str(default_model.build_default_manifest(shared_data, tmp_path, fold=(30, 70))))
+    zh = {s: [d.name for d in load_split(m, s)[0] if d.name.startswith("zh_train_")] for s in ("train", "val", "test")}
+    number = {s: {int(n.rsplit("_", 1)[1].split(".")[0]) for n in names} for s, names in zh.items()}
+    assert number["test"] == set(range(30, 70)) and number["val"] == set(range(139, 149))
+    assert number["train"] == set(range(70, 139))
+    with pytest.raises(SystemExit, match="fold"):
+        default_model.main(["--work", str(tmp_path), "--stage", "export", "--out", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match="must lie in the training documents"):
+        default_model.build_default_manifest(shared_data, tmp_path, fold=(20, 40))
