@@ -46,6 +46,10 @@ starts its own entities), or a list of labels. The session-12 model continues qu
 (``training.default_model.CONTINUE_LINES``): answers that a line "continues" are mostly a row's next check-box
 option or the next row of an answer XFUND labels row by row.
 
+Line re-scorer. With ``bio`` decoding and metadata ``"line_rescorer"`` (``training.line_rescorer`` writes it), each
+line's class is looked at again from its neighbourhood after decoding (``models.line_rescorer``,
+:meth:`KiePredictor._rescore`); absent means off, as in the bundled model (README, levers table).
+
 Thread-safe: the predictors are (models.paddle_infer) and the rest keeps no mutable state.
 """
 
@@ -71,6 +75,7 @@ from models.features import (
     normalize_box,
 )
 from models.integrity import sha256_file
+from models.line_rescorer import LINE_CLASSES, LineRescorer, line_class_probs, line_features
 from models.linker import link_by_rule
 from models.model_files import LABELS_FILE, METADATA_FILE
 from models.paddle_infer import InferenceOptions, PaddlePredictor
@@ -148,6 +153,16 @@ def select_best_pairs(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, 
 def _every_link(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, float]]:
     probs = _softmax(np.asarray(logits, dtype=np.float64))
     return [(int(q), int(a), float(p[1])) for (q, a), p in zip(np.asarray(pairs).tolist(), probs) if p.argmax() == 1]
+
+
+def _line_rescorer(folder: Path, meta: dict) -> LineRescorer | None:
+    """The SER folder's line re-scorer (metadata ``line_rescorer``), or None."""
+    if not meta.get("line_rescorer"):
+        return None
+    try:
+        return LineRescorer.from_dict(meta["line_rescorer"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{folder / METADATA_FILE}: line_rescorer: {e}") from e
 
 
 def _read_json(folder: Path, name: str) -> dict:
@@ -235,7 +250,8 @@ class KiePredictor:
                  batch_size: int = 8, multiple: int = 0, pair_features: Sequence[str] = PAIR_FEATURES,
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
                  entity_box_margin: float | None = None, ser_image: bool = False, re_image: bool = False,
-                 colon_split: bool = False, continue_lines: bool | Sequence[str] = True) -> None:
+                 colon_split: bool = False, continue_lines: bool | Sequence[str] = True,
+                 line_rescorer: LineRescorer | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -264,6 +280,7 @@ class KiePredictor:
         classes = {name[2:] for name in labels if name[:2] in ("B-", "I-")}
         self.continue_labels = frozenset(classes if continue_lines is True else continue_lines or ())
         self.multiple = multiple
+        self.line_rescorer = line_rescorer  # bio decoding: each line's class looked at again (_rescore)
         self.pair_features = tuple(pair_features)  # the geometric head's inputs, as it was trained
         unknown = sorted(set(label_bias or {}) - set(self.labels))
         if unknown:
@@ -350,6 +367,7 @@ class KiePredictor:
                    entity_box_margin=meta.get("entity_box_margin"),
                    colon_split=bool(meta.get("colon_split", False)),
                    continue_lines=meta.get("continue_lines", True),
+                   line_rescorer=_line_rescorer(ser_dir, meta),
                    ser_image=bool(meta.get("needs_image")),
                    re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr", **extra)
 
@@ -502,7 +520,63 @@ class KiePredictor:
                     continue
                 ents.append(KieEntity(sp.label, text, box, sp.score, k, wi, start, end))
                 tails.append((wi, end))
+        if self.line_rescorer is not None and decode == "bio":
+            return self._rescore(page, toks, names, scores, ents, boxed)
         return names, scores, ents
+
+    def line_features(self, page: PageOcr, toks: PageTokens, names: Sequence[str], ents: Sequence[KieEntity]
+                      ) -> np.ndarray:
+        """The line re-scorer's inputs for a page the decoder read as ``names`` and ``ents``
+        (``models.line_rescorer.line_features``; ``training.line_rescorer`` fits on them)."""
+        places = self._line_tokens(len(page.lines), toks)
+        token_probs = [np.concatenate([toks.probs[i][s:e] for i, s, e in pl]) if pl else None for pl in places]
+        rule_q, rule_a = [False] * len(names), [False] * len(names)
+        for q, a in link_by_rule([e.box for e in ents], [e.label for e in ents]):
+            for k in ents[q].lines:
+                rule_q[k] = True
+            for k in ents[a].lines:
+                rule_a[k] = True
+        return line_features([ln.box for ln in page.lines], [ln.text for ln in page.lines],
+                             line_class_probs(self.labels, token_probs), names, rule_q, rule_a)
+
+    def _rescore(self, page: PageOcr, toks: PageTokens, names: list[str], scores: list[float],
+                 ents: list[KieEntity], boxed: Sequence) -> tuple[list[str], list[float], list[KieEntity]]:
+        """The line re-scorer's second look (``models.line_rescorer``): an entity whose lines the re-scorer gives
+        one class takes it (OTHER: it is dropped); an entity over several lines the re-scorer gives different
+        classes is parted, each line its own entity; each line without an entity becomes one where the re-scorer
+        gives it a class; a line the decoder cut into several entities (a key and its value) stays as it is."""
+        places = self._line_tokens(len(page.lines), toks)
+        probs = self.line_rescorer.probs(self.line_features(page, toks, names, ents))
+        per_line = np.zeros(len(names), dtype=np.int64)
+        for e in ents:
+            per_line[list(e.lines)] += 1
+        names, scores, out = list(names), list(scores), []
+        for e in ents:
+            if per_line[list(e.lines)].max() > 1:
+                out.append(e)
+                continue
+            classes = {int(probs[k].argmax()) for k in e.lines}
+            if len(classes) > 1:  # the re-scorer parts the lines the decoder joined: each its own entity
+                for k in e.lines:
+                    per_line[k] = 0
+                continue
+            mean = probs[list(e.lines)].mean(axis=0)
+            cls = LINE_CLASSES[int(mean.argmax())]
+            for k in e.lines:
+                names[k], scores[k] = cls, float(mean.max())
+            if cls != "O":
+                out.append(replace(e, label=cls, score=float(mean.max())))
+        for k, pl in enumerate(places):
+            cls = LINE_CLASSES[int(probs[k].argmax())]
+            if per_line[k] or not pl:
+                continue
+            names[k], scores[k] = cls, float(probs[k].max())
+            if cls == "O":
+                continue
+            w0, s0, e0 = pl[0]
+            out.append(KieEntity(cls, page.lines[k].text, tuple(boxed[k].box), scores[k], k, w0, s0, e0))
+        out.sort(key=lambda e: e.line)  # stable: a line's entities keep their order
+        return names, scores, out
 
     # ------------------------------------------------------------------------------------------- RE
 

@@ -40,7 +40,8 @@ from schemas.records import OcrLine, PageOcr
 from training.data import split_images
 from training.metrics import PRF, box_iou, end2end_scores, ser_scores
 
-__all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores", "pair_losses", "detector_view"]
+__all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores", "pair_losses", "detector_view",
+           "detector_view_sources"]
 
 _CLASSES = ("QUESTION", "ANSWER", "HEADER")
 
@@ -167,15 +168,22 @@ def detector_view(docs: Sequence[Any]) -> list[PageOcr]:
     >>> [(ln.text, ln.box) for ln in detector_view([doc])[0].lines][:3]
     [('曾在何时何', (100, 100, 300, 130)), ('北大', (400, 100, 480, 130)), ('处进修学习', (100, 130, 300, 160))]
     """
+    return [page for page, _ in detector_view_sources(docs)]
+
+
+def detector_view_sources(docs: Sequence[Any]) -> list[tuple[PageOcr, list[int]]]:
+    """:func:`detector_view`, each page with the annotated line each of its lines was cut from (index into
+    ``doc.lines``), so that a cut line can take its annotated line's label."""
     out = []
     for d in docs:
         row_height = float(np.median([ln.box[3] - ln.box[1] for ln in d.lines])) if d.lines else 0.0
-        parts = [r for ln in d.lines for r in _detector_rows(ln.text, ln.box, row_height)]
-        lines = []
-        for i in order_lines([b for _, b in parts]):
-            text, (x0, y0, x1, y1) = parts[i]
+        parts = [(k, r) for k, ln in enumerate(d.lines) for r in _detector_rows(ln.text, ln.box, row_height)]
+        lines, sources = [], []
+        for i in order_lines([b for _, (_, b) in parts]):
+            k, (text, (x0, y0, x1, y1)) = parts[i]
             lines.append(OcrLine(text, 1.0, ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), (x0, y0, x1, y1)))
-        out.append(PageOcr(d.width, d.height, tuple(lines)))
+            sources.append(k)
+        out.append((PageOcr(d.width, d.height, tuple(lines)), sources))
     return out
 
 
