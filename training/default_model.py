@@ -258,7 +258,7 @@ def _as_checkpoint(model: Path, dest: Path, manifest: str) -> Path:
     return dest
 
 
-def _ser_as_checkpoint(shared: Path, work: Path, ser: Path) -> None:
+def _ser_as_checkpoint(shared: Path, work: Path, ser: Path, fold: tuple[int, int] | None = None) -> None:
     """A new RE head on a trained SER model: its checkpoint (or its exported folder, turned back into one) becomes
     ``work/ser/best``, beside the manifest the head trains on."""
     import shutil
@@ -267,7 +267,7 @@ def _ser_as_checkpoint(shared: Path, work: Path, ser: Path) -> None:
     if (best / "metadata.json").exists():
         raise SystemExit(f"error: {best} exists already; --stage re --ser_init wants a new --work")
     if not (work / "manifest.json").exists():
-        build_default_manifest(shared, work)
+        build_default_manifest(shared, work, fold=fold)
     if _as_checkpoint(ser, best, str(work / "manifest.json")) != best:
         shutil.copytree(ser, best)
 
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         if args.stage == "re" and args.ser_init:
-            _ser_as_checkpoint(Path(args.shared), work, Path(args.ser_init))
+            _ser_as_checkpoint(Path(args.shared), work, Path(args.ser_init), fold)
         if PACK_SER:
             from training.store import round_as_packed
 

@@ -1,6 +1,6 @@
 """Fits the line re-scorer (``models.line_rescorer``) on a fold model's outputs and writes it into a SER folder.
 
-    python -m training.line_rescorer --ser_dir /tmp/kie/fold30/ser_export --manifest /tmp/kie/fold30/manifest.json \
+    python -m training.line_rescorer --ser_dir /tmp/kie/fold30/ser/best --manifest /tmp/kie/fold30/manifest.json \
         --split test --into COPY_OF_THE_BUNDLE/ser
 
 The SER model that gives the features must not have seen the pages it is fitted on: the bundled model's own
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -145,9 +146,25 @@ def write_into(ser: Path, rescorer: LineRescorer, check: dict[str, Any]) -> None
     write_sha256sums(ser)
 
 
+def _decoding_export(ser: str, tmp: Path) -> str:
+    """An exported SER folder as it is; a training checkpoint exported to ``tmp`` with the bundle's decoding
+    settings (``training.default_model._write_decoding``), so that the re-scorer learns from what that decoder
+    outputs."""
+    if (Path(ser) / "inference.json").exists() or (Path(ser) / "inference.pdmodel").exists():
+        return ser
+    from models.checkpoint import export_inference
+    from training.default_model import _write_decoding
+
+    export_inference(ser, tmp / "ser")
+    _write_decoding(tmp / "ser")
+    return str(tmp / "ser")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--ser_dir", required=True, help="the exported SER folder whose outputs it learns from (a fold's)")
+    p.add_argument("--ser_dir", required=True,
+                   help="the SER model whose outputs it learns from (a fold's): an exported folder, or a checkpoint "
+                        "(exported with the bundle's decoding settings first)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="test", help="the split of pages that SER model never saw (a fold's test)")
     p.add_argument("--into", required=True, help="the exported SER folder the re-scorer is written into")
@@ -157,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (into / "metadata.json").exists():
         p.error(f"--into {into}: not an exported SER folder (no metadata.json)")
     command = "python -m training.line_rescorer " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows = collect_lines(args.ser_dir, args.manifest, args.split)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = collect_lines(_decoding_export(args.ser_dir, Path(tmp)), args.manifest, args.split)
     rescorer, check = fit_line_rescorer(rows, c=args.c, fitted_on=f"{args.ser_dir} on {args.manifest} {args.split}")
     check["command"] = command
     write_into(into, rescorer, check)

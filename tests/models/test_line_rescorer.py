@@ -168,5 +168,12 @@ def test_line_rescorer_cli_fits_on_both_views_of_a_split_and_writes_into_a_folde
     meta = json.loads((ser / "metadata.json").read_text())["line_rescorer"]
     assert meta["check"]["views"] == ["detector", "gold"] and meta["check"]["documents"] == 2
     assert KiePredictor.from_dirs(ser).line_rescorer is not None
+    from training.store import checkpoint_from_export
+
+    checkpoint = checkpoint_from_export(tiny_kie_dirs[0], tmp_path / "checkpoint",
+                                        labels=["OTHER", "QUESTION", "ANSWER", "HEADER"])
+    assert main(["--ser_dir", str(checkpoint), "--manifest", str(manifest), "--split", "test", "--into", str(ser)]) == 0
+    again = json.loads((ser / "metadata.json").read_text())["line_rescorer"]
+    assert again["fitted_on"].startswith(str(checkpoint)) and again["check"]["documents"] == 2  # exported first
     with pytest.raises(SystemExit):
         main(["--ser_dir", str(tiny_kie_dirs[0]), "--manifest", str(manifest), "--into", str(tmp_path / "nope")])
