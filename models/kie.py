@@ -560,16 +560,16 @@ class KiePredictor:
                 for k in e.lines:
                     per_line[k] = 0
                 continue
-            mean = probs[list(e.lines)].mean(axis=0)
-            cls = LINE_CLASSES[int(mean.argmax())]
+            c = classes.pop()
+            cls, score = LINE_CLASSES[c], float(probs[list(e.lines), c].mean())
             for k in e.lines:
-                names[k], scores[k] = cls, float(mean.max())
+                names[k], scores[k] = cls, score
             if cls != "O":
-                out.append(replace(e, label=cls, score=float(mean.max())))
+                out.append(replace(e, label=cls, score=score))
         for k, pl in enumerate(places):
-            cls = LINE_CLASSES[int(probs[k].argmax())]
             if per_line[k] or not pl:
                 continue
+            cls = LINE_CLASSES[int(probs[k].argmax())]
             names[k], scores[k] = cls, float(probs[k].max())
             if cls == "O":
                 continue

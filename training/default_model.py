@@ -431,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         _record_stage(work, command.replace("--stage all", "--stage re"), time.perf_counter() - t0)
     if args.stage in ("export", "all"):
         if (work / FOLD_FILE).exists():
-            raise SystemExit(f"error: {work} holds a fold's model (--fold, {work / FOLD_FILE}), trained on documents "
-                             "the bundle's held-out report must not see as unseen; it is not exported")
+            raise SystemExit(f"error: {work} holds a fold's model (--fold, {work / FOLD_FILE}): it was trained "
+                             "without some of the training documents, for analysis only, and is not exported")
         _export_default(work, out, command.replace("--stage all", "--stage export"), timings,
                         calibrate=args.calibrate)
     return 0
