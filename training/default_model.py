@@ -228,11 +228,16 @@ def _decoding_ser(work: Path, ser_init: str) -> str:
     ``work/ser/best`` (already rounded as packed) exported to ``work/ser_export`` with the bundle's decoding."""
     if (Path(ser_init) / "inference.json").exists():
         return ser_init
+    return str(export_with_decoding(work / "ser" / "best", work / "ser_export"))
+
+
+def export_with_decoding(checkpoint: Path, dest: Path) -> Path:
+    """A SER checkpoint exported to ``dest`` with the bundle's decoding settings (:func:`_write_decoding`)."""
     from models.checkpoint import export_inference
 
-    export_inference(work / "ser" / "best", work / "ser_export")
-    _write_decoding(work / "ser_export")
-    return str(work / "ser_export")
+    export_inference(checkpoint, dest)
+    _write_decoding(dest)
+    return dest
 
 
 def _fresh_start(ser: Path) -> bool:

@@ -148,16 +148,13 @@ def write_into(ser: Path, rescorer: LineRescorer, check: dict[str, Any]) -> None
 
 def _decoding_export(ser: str, tmp: Path) -> str:
     """An exported SER folder as it is; a training checkpoint exported to ``tmp`` with the bundle's decoding
-    settings (``training.default_model._write_decoding``), so that the re-scorer learns from what that decoder
+    settings (``training.default_model.export_with_decoding``), so that the re-scorer learns from what that decoder
     outputs."""
     if (Path(ser) / "inference.json").exists() or (Path(ser) / "inference.pdmodel").exists():
         return ser
-    from models.checkpoint import export_inference
-    from training.default_model import _write_decoding
+    from training.default_model import export_with_decoding
 
-    export_inference(ser, tmp / "ser")
-    _write_decoding(tmp / "ser")
-    return str(tmp / "ser")
+    return str(export_with_decoding(Path(ser), tmp / "ser"))
 
 
 def main(argv: list[str] | None = None) -> int:
