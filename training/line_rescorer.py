@@ -1,7 +1,8 @@
 """Fits the line re-scorer (``models.line_rescorer``) on a fold model's outputs and writes it into a SER folder.
 
-    python -m training.line_rescorer --ser_dir /tmp/kie/fold30/ser/best --manifest /tmp/kie/fold30/manifest.json \
-        --split test --into COPY_OF_THE_BUNDLE/ser
+    python -m training.line_rescorer --ser_dir /tmp/kie/fold30/ser/best /tmp/kie/fold70/ser/best \
+        --manifest /tmp/kie/fold30/manifest.json /tmp/kie/fold70/manifest.json --split test \
+        --into COPY_OF_THE_BUNDLE/ser
 
 The SER model that gives the features must not have seen the pages it is fitted on: the bundled model's own
 training pages come out nearly perfect, so a re-scorer fitted there would learn to trust the decoder. A fold model
@@ -159,10 +160,10 @@ def _decoding_export(ser: str, tmp: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--ser_dir", required=True,
+    p.add_argument("--ser_dir", required=True, nargs="+",
                    help="the SER model whose outputs it learns from (a fold's): an exported folder, or a checkpoint "
-                        "(exported with the bundle's decoding settings first)")
-    p.add_argument("--manifest", required=True)
+                        "(exported with the bundle's decoding settings first); several folds: one per --manifest")
+    p.add_argument("--manifest", required=True, nargs="+", help="the fold's manifest (one per --ser_dir, in order)")
     p.add_argument("--split", default="test", help="the split of pages that SER model never saw (a fold's test)")
     p.add_argument("--into", required=True, help="the exported SER folder the re-scorer is written into")
     p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (scikit-learn's C)")
@@ -170,10 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     into = Path(args.into)
     if not (into / "metadata.json").exists():
         p.error(f"--into {into}: not an exported SER folder (no metadata.json)")
+    if len(args.ser_dir) != len(args.manifest):
+        p.error(f"{len(args.ser_dir)} --ser_dir for {len(args.manifest)} --manifest: give one manifest per SER model")
     command = "python -m training.line_rescorer " + " ".join(argv if argv is not None else sys.argv[1:])
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = collect_lines(_decoding_export(args.ser_dir, Path(tmp)), args.manifest, args.split)
-    rescorer, check = fit_line_rescorer(rows, c=args.c, fitted_on=f"{args.ser_dir} on {args.manifest} {args.split}")
+    rows: list[Rows] = []
+    for i, (ser, manifest) in enumerate(zip(args.ser_dir, args.manifest)):
+        with tempfile.TemporaryDirectory() as tmp:
+            # documents of each fold numbered apart, so that the check's groups stay within one fold
+            rows += [r._replace(doc=r.doc + 100_000 * i)
+                     for r in collect_lines(_decoding_export(ser, Path(tmp)), manifest, args.split)]
+    fitted_on = "; ".join(f"{ser} on {manifest} {args.split}" for ser, manifest in zip(args.ser_dir, args.manifest))
+    rescorer, check = fit_line_rescorer(rows, c=args.c, fitted_on=fitted_on)
     check["command"] = command
     write_into(into, rescorer, check)
     print(json.dumps(check))

@@ -175,5 +175,12 @@ def test_line_rescorer_cli_fits_on_both_views_of_a_split_and_writes_into_a_folde
     assert main(["--ser_dir", str(checkpoint), "--manifest", str(manifest), "--split", "test", "--into", str(ser)]) == 0
     again = json.loads((ser / "metadata.json").read_text())["line_rescorer"]
     assert again["fitted_on"].startswith(str(checkpoint)) and again["check"]["documents"] == 2  # exported first
+    # two folds: each its own SER model and manifest, documents numbered apart
+    assert main(["--ser_dir", str(tiny_kie_dirs[0]), str(checkpoint), "--manifest", str(manifest), str(manifest),
+                 "--split", "test", "--into", str(ser)]) == 0
+    both = json.loads((ser / "metadata.json").read_text())["line_rescorer"]
+    assert both["check"]["documents"] == 4 and both["fitted_on"].count(str(manifest)) == 2
     with pytest.raises(SystemExit):
         main(["--ser_dir", str(tiny_kie_dirs[0]), "--manifest", str(manifest), "--into", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit):  # a manifest per SER model
+        main(["--ser_dir", str(tiny_kie_dirs[0]), str(checkpoint), "--manifest", str(manifest), "--into", str(ser)])
