@@ -46,6 +46,11 @@ starts its own entities), or a list of labels. The session-12 model continues qu
 (``training.default_model.CONTINUE_LINES``): answers that a line "continues" are mostly a row's next check-box
 option or the next row of an answer XFUND labels row by row.
 
+Wrapped cells. With metadata ``"cells_gap"`` (models trained here), the SER model reads the lines in the order
+:func:`models.reading_order.cells_together` gives: a wrapped cell's next row right after the row above it, not after
+the other cells of that row, so that it goes on with that row's entity; absent (or 0) means the OCR's order as it is
+(PaddleOCR's checkpoints). The lines, their indices and the entities keep the OCR's order.
+
 Line re-scorer. With ``bio`` decoding and metadata ``"line_rescorer"`` (``training.line_rescorer`` writes it), each
 line's class is looked at again from its neighbourhood after decoding (``models.line_rescorer``,
 :meth:`KiePredictor._rescore`); absent means off, as in the bundled model (README, levers table).
@@ -61,6 +66,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +86,7 @@ from models.linker import link_by_rule
 from models.model_files import LABELS_FILE, METADATA_FILE
 from models.paddle_infer import InferenceOptions, PaddlePredictor
 from models.page_image import kie_image_batch
+from models.reading_order import cells_together
 from models.ser_decoding import (
     COLONS,
     bio_spans,
@@ -251,7 +258,7 @@ class KiePredictor:
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
                  entity_box_margin: float | None = None, ser_image: bool = False, re_image: bool = False,
                  colon_split: bool = False, continue_lines: bool | Sequence[str] = True,
-                 line_rescorer: LineRescorer | None = None) -> None:
+                 line_rescorer: LineRescorer | None = None, cells_gap: float = 0.0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -280,6 +287,10 @@ class KiePredictor:
         classes = {name[2:] for name in labels if name[:2] in ("B-", "I-")}
         self.continue_labels = frozenset(classes if continue_lines is True else continue_lines or ())
         self.multiple = multiple
+        if not 0.0 <= cells_gap <= 1.0:
+            raise ValueError(f"cells_gap={cells_gap} must be in [0, 1] line heights")
+        # the SER model reads a wrapped cell's rows one after another (models.reading_order.cells_together); 0: off
+        self.cells_gap = float(cells_gap)
         self.line_rescorer = line_rescorer  # bio decoding: each line's class looked at again (_rescore)
         self.pair_features = tuple(pair_features)  # the geometric head's inputs, as it was trained
         unknown = sorted(set(label_bias or {}) - set(self.labels))
@@ -367,7 +378,7 @@ class KiePredictor:
                    entity_box_margin=meta.get("entity_box_margin"),
                    colon_split=bool(meta.get("colon_split", False)),
                    continue_lines=meta.get("continue_lines", True),
-                   line_rescorer=_line_rescorer(ser_dir, meta),
+                   line_rescorer=_line_rescorer(ser_dir, meta), cells_gap=float(meta.get("cells_gap", 0.0)),
                    ser_image=bool(meta.get("needs_image")),
                    re_image=bool(re_meta.get("needs_image")) and re_kind == "paddleocr", **extra)
 
@@ -383,6 +394,26 @@ class KiePredictor:
                              "needs each page's image, and the pages came without one; pass images (the pipeline "
                              "does when the SER folder says needs_image)")
         return list(kie_image_batch(list(images)))
+
+    def line_order(self, page: PageOcr) -> list[int]:
+        """The order the SER model reads the page's lines in: theirs, with each wrapped cell's rows together
+        when :attr:`cells_gap` is set (``models.reading_order.cells_together``)."""
+        if not self.cells_gap:
+            return list(range(len(page.lines)))
+        return cells_together([ln.box for ln in page.lines], range(len(page.lines)), self.cells_gap)
+
+    def windows(self, page: PageOcr, tokenizer=None, **kwargs: Any) -> list[Window]:  # noqa: ANN001
+        """The page's model windows (``models.features.build_windows``, ``kwargs`` passed on: ``token_ids`` or
+        a ``tokenizer``, line labels for gold tags), its lines in :meth:`line_order`; ``line_ids`` stay the page's
+        line indices."""
+        order = self.line_order(page)
+        lines = [page.lines[k] for k in order]
+        for key in ("token_ids", "line_labels"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = [kwargs[key][k] for k in order]
+        out = build_windows([ln.text for ln in lines], [ln.box for ln in lines], page.width, page.height, tokenizer,
+                            max_len=self.max_len, clip=True, **kwargs)
+        return [replace(w, line_ids=tuple(order[i] for i in w.line_ids)) for w in out]
 
     def tokens(self, pages: Sequence[PageOcr], images: Sequence[np.ndarray | None] | None = None, *,
                keep_hidden: bool | None = None) -> list[PageTokens]:
@@ -400,9 +431,7 @@ class KiePredictor:
         page_windows = []
         for page, page_pieces in zip(pages, pieces):
             ids = [list(self.tokenizer.convert_tokens_to_ids(p)) if p else [] for p in page_pieces]
-            page_windows.append(build_windows([ln.text for ln in page.lines], [ln.box for ln in page.lines],
-                                              page.width, page.height, None, max_len=self.max_len, clip=True,
-                                              token_ids=ids))
+            page_windows.append(self.windows(page, token_ids=ids))
         flat = [(p, i) for p, ws in enumerate(page_windows) for i, w in enumerate(ws) if w.line_ids]
         flat.sort(key=lambda x: page_windows[x[0]][x[1]].num_tokens)  # similar lengths share a batch
         probs: list[list[np.ndarray | None]] = [[None] * len(ws) for ws in page_windows]

@@ -1,4 +1,4 @@
-"""Reading order of text lines, as PaddleOCR computes it. Pure Python: no Paddle, no Beam.
+"""Reading order of text lines, as PaddleOCR computes it. Python and numpy: no Paddle, no Beam.
 
 Two orders exist in PaddleOCR and both are reproduced exactly, quirks included:
 
@@ -16,13 +16,19 @@ Two orders exist in PaddleOCR and both are reproduced exactly, quirks included:
 out, as PaddleOCR's ``VQATokenLabelEncode`` (``order_by_tbyx`` on all lines, empty transcriptions skipped while
 encoding). Leaving a line out before the sort can change the order of the others, because the neighbour-swap
 pass compares adjacent lines.
+
+:func:`cells_together` is kiebeam's own step on top, for the models trained here: tb-yx reads a table row by row,
+so the second row of a wrapped cell ("何时、何校" / "获何种学位") comes after the other cells of the first row, and
+a SER model that reads it there starts a new entity; read right after the row above it, it goes on with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["order_by_tbyx", "order_ppocr_det", "order_lines", "ORDER_METHODS"]
+import numpy as np
+
+__all__ = ["order_by_tbyx", "order_ppocr_det", "order_lines", "cells_together", "ORDER_METHODS"]
 
 ORDER_METHODS = ("tb-yx", "none")
 
@@ -94,3 +100,46 @@ def order_lines(boxes: Sequence[Sequence[float]], keep: Sequence[bool] | None = 
         raise ValueError(f"got {len(boxes)} boxes but {len(keep)} keep flags")
     order = order_by_tbyx(boxes) if method == "tb-yx" else list(range(len(boxes)))
     return order if keep is None else [i for i in order if keep[i]]
+
+
+def cells_together(boxes: Sequence[Sequence[float]], order: Sequence[int], gap: float = 0.3) -> list[int]:
+    """``order`` with the rows of each wrapped cell read one after another: a line right under the line just read
+    (columns overlapping by half the narrower box, left edges or centres within half a line height of each other,
+    its top at most ``gap`` line heights below that line's bottom, 0.3 above allowed) is read next, the nearest
+    first; every other line keeps its place in ``order``.
+
+    Args:
+        boxes: axis-aligned ``(x0, y0, x1, y1)`` boxes.
+        order: a reading order of them (e.g. :func:`order_by_tbyx`), a permutation of ``range(len(boxes))``.
+        gap: the largest gap between two rows of one cell, in line heights (the lower of the two).
+
+    Returns:
+        The new permutation.
+
+    >>> boxes = [(0, 0, 100, 20), (200, 10, 300, 30), (0, 22, 80, 42), (0, 100, 100, 120)]
+    >>> cells_together(boxes, [0, 1, 2, 3])  # the wrapped first cell's second row, before the cell to its right
+    [0, 2, 1, 3]
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(b)
+    if n < 2:
+        return list(order)
+    x0, y0, x1, y1 = (b[:, i] for i in range(4))
+    col = lambda v: v[:, None]  # noqa: E731 (the line read, against every other line)
+    h = np.minimum(col(y1 - y0), y1 - y0)
+    w = np.minimum(col(x1 - x0), x1 - x0)
+    below = y0 - col(y1)
+    aligned = (np.abs(x0 - col(x0)) <= 0.5 * h) | (np.abs((x0 + x1) - col(x0 + x1)) <= h)
+    under = ((np.minimum(col(x1), x1) - np.maximum(col(x0), x0) >= 0.5 * w) & aligned & (h > 0)
+             & (below >= -0.3 * h) & (below <= gap * h))
+    np.fill_diagonal(under, False)
+    out: list[int] = []
+    done = np.zeros(n, dtype=bool)
+    for k in order:
+        while not done[k]:
+            out.append(k)
+            done[k] = True
+            nxt = np.flatnonzero(under[k] & ~done)
+            if len(nxt):
+                k = int(nxt[np.argmin(y0[nxt])])
+    return out

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from models.features import bio_labels, build_windows
+from models.features import bio_labels
 from models.linker import link_by_rule
 from models.reading_order import order_lines
 from schemas.records import OcrLine, PageOcr
@@ -41,7 +41,7 @@ from training.data import split_images
 from training.metrics import PRF, box_iou, end2end_scores, ser_scores
 
 __all__ = ["evaluate_report", "format_report", "box_iou", "pair_scores", "pair_losses", "detector_view",
-           "detector_view_sources"]
+           "detector_view_sources", "gold_windows"]
 
 _CLASSES = ("QUESTION", "ANSWER", "HEADER")
 
@@ -269,9 +269,7 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
         gold_lines, vote_lines, bio_lines = [], [], []
         decoded: dict[str, list] = {"vote": [], "bio": []}
         for doc, page, tk in zip(docs, pages, toks):
-            windows = build_windows([ln.text for ln in doc.lines], [ln.box for ln in doc.lines], doc.width,
-                                    doc.height, tokenizer, line_labels=[ln.label for ln in doc.lines],
-                                    label2id=label2id, max_len=kie.max_len, clip=True)
+            windows = gold_windows(kie, doc, page, tokenizer, label2id)
             g, a = [], []
             for w, pr in zip(windows, tk.probs):
                 if pr is None:
@@ -321,6 +319,12 @@ def evaluate_report(ser_dir: str, re_dir: str | None, manifest: str, split: str 
             report["end2end"] = _end2end(kie, m, split, docs)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
+
+
+def gold_windows(kie: Any, doc: Any, page: PageOcr, tokenizer: Any, label2id: dict[str, int]) -> list[Any]:
+    """A gold document's windows with its gold BIO tags (``KiePredictor.windows``: its lines in the order the
+    model reads them), token for token the windows ``kie.tokens`` runs on ``page``, its gold page."""
+    return kie.windows(page, tokenizer, line_labels=[ln.label for ln in doc.lines], label2id=label2id)
 
 
 def _bio_token_tags(tk: Any, ents: Sequence[Any]) -> list[str]:

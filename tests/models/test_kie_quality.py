@@ -557,3 +557,44 @@ def test_ocr_box_margin_in_metadata_tightens_detector_boxes_only(tmp_path, tiny_
     assert tighten_boxes(page, 0.0) is page
     with pytest.raises(ValueError, match="ocr_box_margin"):
         KiePredictor(kie.ser, kie.labels, kie.tokenizer, 512, ocr_box_margin=0.3)
+
+
+def test_cells_gap_reads_a_wrapped_cell_together_and_the_report_reads_gold_tags_in_that_order(tmp_path,
+                                                                                                tiny_kie_dirs):
+    """A SER folder with ``cells_gap`` reads a wrapped key's second row right after its first (before the answer
+    tb-yx puts between them); line indices stay the page's, and the report's gold windows follow the same order
+    token for token (comparing tags in two orders was the bug this test keeps out)."""
+    import shutil
+
+    from models.integrity import write_sha256sums
+    from schemas.annotations import KieDocument, KieLine
+    from training.report import _gold_pages, gold_windows
+
+    pts = ((0, 0), (1, 0), (1, 1), (0, 1))
+    doc = KieDocument("a.jpg", (KieLine("何时、何校", "QUESTION", pts, (100, 100, 300, 140), 0),
+                                KieLine("北京大学硕士", "ANSWER", pts, (400, 120, 600, 160), 1),
+                                KieLine("获何种学位", "QUESTION", pts, (100, 144, 300, 184), 2)), 1000, 1000)
+    [page] = _gold_pages([doc])
+    ser = shutil.copytree(tiny_kie_dirs[0], tmp_path / "ser")
+    meta = json.loads((ser / "metadata.json").read_text())
+    (ser / "metadata.json").write_text(json.dumps({**meta, "cells_gap": 0.15}))
+    write_sha256sums(ser)
+    plain, cells = KiePredictor.from_dirs(tiny_kie_dirs[0]), KiePredictor.from_dirs(ser, decode="bio")
+    assert (plain.cells_gap, cells.cells_gap) == (0.0, 0.15)
+    assert plain.line_order(page) == [0, 1, 2] and cells.line_order(page) == [0, 2, 1]
+    tokenizer = load_tokenizer(ser)
+    label2id = {n: i for i, n in enumerate(cells.labels)}
+    for kie in (plain, cells):
+        [tk] = kie.tokens([page])
+        [w] = tk.windows
+        assert w.line_ids == tuple(kie.line_order(page))  # page indices, in reading order
+        [g] = gold_windows(kie, doc, page, tokenizer, label2id)
+        assert g.line_ids == w.line_ids and g.line_spans == w.line_spans
+        assert np.array_equal(g.input_ids, w.input_ids) and np.array_equal(g.bbox, w.bbox)
+        names, _, ents = kie.entities(page, tk, decode="bio")
+        assert len(names) == 3 and all(set(e.lines) <= {0, 1, 2} for e in ents)
+    [w] = cells.tokens([page])[0].windows
+    spans = dict(zip(w.line_ids, w.line_spans))
+    assert spans[2][0] == spans[0][1]  # the second row's tokens follow the first row's
+    with pytest.raises(ValueError, match="cells_gap"):
+        KiePredictor(cells.ser, cells.labels, cells.tokenizer, cells.max_len, cells_gap=2.0)

@@ -55,3 +55,23 @@ def test_empty_and_single(func):
 
 def test_order_methods():
     assert set(ORDER_METHODS) == {"tb-yx", "none"}
+
+
+def test_cells_together_reads_a_wrapped_cells_rows_one_after_another():
+    from models.reading_order import cells_together
+
+    h = 40
+    boxes = [(0, 0, 100, h),  # 0: a wrapped key's first row
+             (300, 20, 400, 20 + h),  # 1: its answer, on the right between the two rows
+             (0, h + 4, 90, 2 * h + 4),  # 2: the key's second row, 0.1 line heights below: read right after 0
+             (0, 2 * h + 8, 60, 3 * h + 8),  # 3: a third row of the same cell: after 2
+             (0, 4 * h, 100, 5 * h),  # 4: the next key, 0.8 line heights below: stays where it is
+             (300, 4 * h, 400, 5 * h),  # 5: its answer
+             (150, 5 * h + 2, 250, 6 * h + 2)]  # 6: right under nothing it is aligned with: stays
+    assert order_by_tbyx(boxes) == [0, 1, 2, 3, 4, 5, 6]
+    assert cells_together(boxes, order_by_tbyx(boxes)) == [0, 2, 3, 1, 4, 5, 6]
+    assert cells_together(boxes, order_by_tbyx(boxes), gap=0.05) == [0, 1, 2, 3, 4, 5, 6]  # 0.1 heights: too far
+    assert cells_together(boxes, order_by_tbyx(boxes), gap=1.0) == [0, 2, 3, 4, 1, 5, 6]  # 0.8 heights: joined too
+    centred = [(0, 0, 200, h), (300, 0, 400, h), (60, h, 140, 2 * h)]  # a centred second row is a cell's row too
+    assert cells_together(centred, [0, 1, 2]) == [0, 2, 1]
+    assert cells_together([], []) == [] and cells_together([(0, 0, 1, 1)], [0]) == [0]
