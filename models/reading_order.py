@@ -125,21 +125,21 @@ def cells_together(boxes: Sequence[Sequence[float]], order: Sequence[int], gap: 
     if n < 2:
         return list(order)
     x0, y0, x1, y1 = (b[:, i] for i in range(4))
-    col = lambda v: v[:, None]  # noqa: E731 (the line read, against every other line)
-    h = np.minimum(col(y1 - y0), y1 - y0)
-    w = np.minimum(col(x1 - x0), x1 - x0)
-    below = y0 - col(y1)
-    aligned = (np.abs(x0 - col(x0)) <= 0.5 * h) | (np.abs((x0 + x1) - col(x0 + x1)) <= h)
-    under = ((np.minimum(col(x1), x1) - np.maximum(col(x0), x0) >= 0.5 * w) & aligned & (h > 0)
-             & (below >= -0.3 * h) & (below <= gap * h))
-    np.fill_diagonal(under, False)
+    height, width, mid2 = y1 - y0, x1 - x0, x0 + x1
+
+    def under(k: int) -> np.ndarray:  # the lines right under line k (one row of comparisons: memory stays O(n))
+        h, w, below = np.minimum(height[k], height), np.minimum(width[k], width), y0 - y1[k]
+        aligned = (np.abs(x0 - x0[k]) <= 0.5 * h) | (np.abs(mid2 - mid2[k]) <= h)
+        return ((np.minimum(x1[k], x1) - np.maximum(x0[k], x0) >= 0.5 * w) & aligned & (h > 0)
+                & (below >= -0.3 * h) & (below <= gap * h))
+
     out: list[int] = []
     done = np.zeros(n, dtype=bool)
     for k in order:
         while not done[k]:
             out.append(k)
             done[k] = True
-            nxt = np.flatnonzero(under[k] & ~done)
+            nxt = np.flatnonzero(under(k) & ~done)
             if len(nxt):
                 k = int(nxt[np.argmin(y0[nxt])])
     return out
