@@ -76,10 +76,10 @@ heights below it (``models.reading_order.cells_together``, metadata ``cells_gap`
 tb-yx reads a table row by row, so a wrapped key's second row came after the other cells of its first row and the
 model started it anew (``B-QUESTION`` p 0.8-0.94 on fold pages), which lost most wrapped keys end to end. Chosen on
 pages the fold model ``--fold 30:70`` never saw (``training.cells_tuning``), rule linker: gap 0 / 0.15 / 0.3 / 0.5,
-end-to-end pairs (zh 30..39)
-0.413 / 0.459 / 0.464 / 0.454, detector view (30..69) 0.617 / 0.653 / 0.652 / 0.652, fold ``70:109`` on 70..108
-0.619 / 0.641 / 0.635 / 0.633, line F1 (gold OCR) within 0.002; the pick, by the sum of the three, declared before the
-held-out run. Held-out, bundled SER + RE: end-to-end pairs 0.492 -> 0.521, line F1 0.832 -> 0.828 (README)."""
+end-to-end pairs (zh 30..39) 0.413 / 0.459 / 0.464 / 0.454, detector view (30..69) 0.617 / 0.653 / 0.652 / 0.652,
+fold ``70:109`` on 70..108 0.619 / 0.641 / 0.635 / 0.633, line F1 (gold OCR) within 0.002; the pick, by the sum of
+the three, declared before the held-out run. Held-out, bundled SER + RE: end-to-end pairs 0.492 -> 0.521, line F1
+0.832 -> 0.828 (README)."""
 PACK_SER = True
 """The exported SER folder keeps its parameters packed (``models.packed_params``: the word embeddings in 4-bit
 blocks, the other matrices int8 per row), which keeps a 384-wide pretrained encoder under the repository's 15 MB
