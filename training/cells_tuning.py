@@ -32,12 +32,11 @@ def gap_scores(ser_dir: str, manifest: str, split: str, gaps: Sequence[float]) -
         _CLASSES,
         _gold_pages,
         _gold_pairs,
-        _kv_boxes,
         _line_scores,
+        _pair_rows,
         _rule_links,
         detector_view,
         pair_losses,
-        pair_scores,
     )
     from training.shards import load_manifest, load_split
 
@@ -59,18 +58,23 @@ def gap_scores(ser_dir: str, manifest: str, split: str, gaps: Sequence[float]) -
         row: dict[str, Any] = {"gap": float(gap), "documents": len(docs), "pages_with_images": len(kept)}
         if kept:
             read, boxed = kie.box_views(ocr)
-            decoded = [kie.entities(r, t, boxes=b)[2] for r, b, t in zip(read, boxed, kie.tokens(read, images))]
-            links = [_rule_links(e) for e in decoded]
-            row["e2e_pairs"] = round(pair_scores([_gold_pairs(d) for d in kept],
-                                                 [_kv_boxes(e, ln) for e, ln in zip(decoded, links)]).f1, 4)
-            row["question_end"] = pair_losses(kept, boxed, decoded, links)["question_end"]
+            toks = kie.tokens(read, images)
+            decoded = [kie.entities(r, t, boxes=b) for r, b, t in zip(read, boxed, toks)]
+            row["e2e_pairs"] = _rule_f1(_pair_rows(kie, boxed, toks, decoded, [_gold_pairs(d) for d in kept]))
+            ents = [e for _, _, e in decoded]
+            row["question_end"] = pair_losses(kept, boxed, ents, [_rule_links(e) for e in ents])["question_end"]
         for name, pages in views.items():
-            out = [kie.entities(p, t) for p, t in zip(pages, kie.tokens(pages))]
-            row[name] = round(pair_scores(gold_pairs, [_kv_boxes(e, _rule_links(e)) for _, _, e in out]).f1, 4)
+            toks = kie.tokens(pages)
+            out = [kie.entities(p, t) for p, t in zip(pages, toks)]
+            row[name] = _rule_f1(_pair_rows(kie, pages, toks, out, gold_pairs))
             if name == "gold_ocr_pairs":
                 row["line_f1"] = round(_line_scores(gold_lines, [n for n, _, _ in out])["micro"]["hmean"], 4)
         rows.append(row)
     return rows
+
+
+def _rule_f1(rows: dict[str, Any]) -> float:
+    return round(rows["rule"]["hmean"], 4)
 
 
 def main(argv: list[str] | None = None) -> int:
