@@ -15,6 +15,10 @@ misread characters. :func:`augment_window` rebuilds one training window that way
   it) becomes two lines with this probability (:func:`split_line`): a box two rows tall is cut into its top and
   bottom halves, any other at a random character with a small gap; the second line's tokens are all ``I-X``,
   continuing the entity, which the BIO decoder reads as one entity over both lines (``models.kie``).
+* ``rows``: a box two text rows tall (at least 1.7 of the page's median line height), which a line detector always
+  cuts, is cut into its rows with this probability instead of ``split``'s (the larger of the two applies), so that
+  the model meets a wrapped key's second row as the pipeline gives it: right after the first (the wrapped-cells
+  reading order, ``models.reading_order.cells_together``), continuing it with ``I-X``.
 * ``jitter``: every box edge moves by up to this fraction of the line height (uniform), clipped to the page.
 * ``drop``: a line is left out with this probability (never every line).
 * ``noise``: a token id is replaced by a random one with this probability (labels unchanged).
@@ -44,7 +48,7 @@ from models.features import Window, build_windows, line_label_ids, tokenize_line
 from models.ser_decoding import merge_parts, token_char_spans
 from schemas.annotations import KieDocument
 
-__all__ = ["Augment", "split_line", "augment_window", "answer_pool"]
+__all__ = ["Augment", "two_rows", "split_line", "augment_window", "answer_pool"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Augment:
     merge: float = 0.0
     merge_gap: float = 1.5
     split: float = 0.0
+    rows: float = 0.0
     jitter: float = 0.0
     drop: float = 0.0
     noise: float = 0.0
@@ -63,7 +68,8 @@ class Augment:
     @property
     def active(self) -> bool:
         """Whether any augmentation is on."""
-        return any(v > 0 for v in (self.merge, self.split, self.jitter, self.drop, self.noise, self.swap, self.empty))
+        return any(v > 0 for v in (self.merge, self.split, self.rows, self.jitter, self.drop, self.noise, self.swap,
+                                   self.empty))
 
 
 def _cjk(text: str) -> bool:
@@ -110,6 +116,11 @@ def _same_row_neighbours(a: Sequence[float], b: Sequence[float], max_gap: float)
     return overlap >= 0.5 * h and -0.25 * h <= gap <= max_gap * h
 
 
+def two_rows(box: Sequence[float], row_height: float) -> bool:
+    """Whether ``box`` (``x0, y0, x1, y1``) holds two text rows: at least 1.7 ``row_height`` tall."""
+    return float(box[3]) - float(box[1]) >= 1.7 * row_height
+
+
 def split_line(text: str, box: Sequence[float], row_height: float, rng: np.random.Generator
                ) -> tuple[tuple[str, tuple[float, ...]], tuple[str, tuple[float, ...]]] | None:
     """One line cut in two as a text detector could see it, or None for a line too short to cut.
@@ -133,7 +144,7 @@ def split_line(text: str, box: Sequence[float], row_height: float, rng: np.rando
     if len(text.strip()) < 2:
         return None
     x0, y0, x1, y1 = (float(v) for v in box)
-    if y1 - y0 >= 1.7 * row_height:
+    if two_rows(box, row_height):
         cut = min(max(n // 2 + int(rng.integers(-1, 2)), 1), n - 1)
         mid = (y0 + y1) / 2
         return (text[:cut], (box[0], box[1], box[2], mid)), (text[cut:], (box[0], mid, box[2], box[3]))
@@ -241,7 +252,8 @@ def augment_window(window: Window, doc: KieDocument, tokenizer, label2id: Mappin
             labs = _part_label_ids(pieces, text, starts, [ln.label for ln in g], label2id)
             items.append((text, box, list(tokenizer.convert_tokens_to_ids(pieces)), labs, None))
             continue
-        parts = split_line(g[0].text, box, row_height, rng) if aug.split > 0 and rng.random() < aug.split else None
+        p_cut = max(aug.split, aug.rows) if two_rows(box, row_height) else aug.split
+        parts = split_line(g[0].text, box, row_height, rng) if p_cut > 0 and rng.random() < p_cut else None
         halves = [list(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(t))) for t, _ in parts or ()]
         if not parts or not all(halves):
             items.append((g[0].text, box, tokens[g[0]], None, g[0].label))

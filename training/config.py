@@ -34,8 +34,9 @@ __all__ = ["TrainConfig", "PRESETS", "get_preset", "lr_at"]
 
 TASKS = ("ser", "re")
 SCHEDULES = ("linear", "constant")
-_AUGMENT_PROBABILITIES = ("augment_merge", "augment_split", "augment_drop", "augment_noise", "augment_swap",
-                          "augment_empty")  # the SER augmentation fields that are probabilities (jitter is a size)
+# the SER augmentation fields that are probabilities (jitter is a size)
+_AUGMENT_PROBABILITIES = ("augment_merge", "augment_split", "augment_rows", "augment_drop", "augment_noise",
+                          "augment_swap", "augment_empty")
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,11 @@ class TrainConfig:
             cut as a line detector reads it (``training.re_head.predicted_entity_items``); empty: gold entities only.
         bucket_by_length: batch windows of similar length (``training.data.LengthBucketSampler``) instead of
             Paddle's ``DistributedBatchSampler``; with the token axis cut per batch, an epoch costs much less.
-        augment_merge / augment_split / augment_jitter / augment_drop / augment_noise / augment_swap /
-            augment_empty: SER training augmentation (``training.augment``): same-row neighbours merged into one
-            line, entities cut into two lines, box jitter (fraction of the line height), line drops, token
-            replacement, answer texts swapped for other training answers, and keys whose answers leave the page
-            labelled OTHER; all 0 = off.
+        augment_merge / augment_split / augment_rows / augment_jitter / augment_drop / augment_noise /
+            augment_swap / augment_empty: SER training augmentation (``training.augment``): same-row neighbours
+            merged into one line, entities cut into two lines, boxes two rows tall cut into their rows, box jitter
+            (fraction of the line height), line drops, token replacement, answer texts swapped for other training
+            answers, and keys whose answers leave the page labelled OTHER; all 0 = off.
         relative_bias_lr_scale: learning-rate multiplier of the relative attention bias tables (``rel_pos*``):
             tables added to a trained model start at zero and, at the encoder's rate, barely move in a few epochs.
     """
@@ -124,6 +125,7 @@ class TrainConfig:
     re_detector_entities: str = ""
     augment_merge: float = 0.0
     augment_split: float = 0.0
+    augment_rows: float = 0.0
     augment_jitter: float = 0.0
     augment_drop: float = 0.0
     augment_noise: float = 0.0

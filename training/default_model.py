@@ -304,9 +304,9 @@ def _augment_fields(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
         name, _, value = item.partition("=")
-        if name not in ("merge", "split", "jitter", "drop", "noise", "swap", "empty") or not value:
-            raise SystemExit(f"--augment {item!r}: expected merge=P, split=P, jitter=F, drop=P, noise=P, swap=P "
-                             "or empty=P")
+        if name not in ("merge", "split", "rows", "jitter", "drop", "noise", "swap", "empty") or not value:
+            raise SystemExit(f"--augment {item!r}: expected merge=P, split=P, rows=P, jitter=F, drop=P, noise=P, "
+                             "swap=P or empty=P")
         out[f"augment_{name}"] = float(value)
     return out
 

@@ -160,9 +160,9 @@ def main(config: TrainConfig, *, progress_every_s: float = 25.0, progress_every_
     if not ser:
         train_ex = [e for e in train_ex if len(e.re.pairs)]  # windows without candidates add no RE loss
     make_batch = ser_batch if ser else re_batch
-    aug = Augment(merge=config.augment_merge, split=config.augment_split, jitter=config.augment_jitter,
-                  drop=config.augment_drop, noise=config.augment_noise, swap=config.augment_swap,
-                  empty=config.augment_empty)
+    aug = Augment(merge=config.augment_merge, split=config.augment_split, rows=config.augment_rows,
+                  jitter=config.augment_jitter, drop=config.augment_drop, noise=config.augment_noise,
+                  swap=config.augment_swap, empty=config.augment_empty)
     pool = answer_pool(train_docs) if aug.swap > 0 else None
     label2id = {n: i for i, n in enumerate(bio_labels(labels))}
 

@@ -110,6 +110,23 @@ def test_split_cuts_an_entity_in_two_lines_the_second_continuing_it(tokenizer):
     assert split_line("年", (0, 0, 30, 40), 40, rng) is None
 
 
+def test_rows_cuts_every_two_row_box_into_adjacent_rows_and_nothing_else(tokenizer):
+    from training.augment import two_rows
+
+    lines = (_line("院系意见请审核", "QUESTION", (100, 100, 400, 180), 0),
+             _line("同意", "ANSWER", (500, 100, 600, 140), 1), _line("备注", "OTHER", (100, 300, 200, 340), 2))
+    doc = KieDocument("constructed.jpg", lines, 1000, 1000)
+    assert two_rows(lines[0].box, 40) and not two_rows(lines[1].box, 40) and not two_rows((0, 0, 9, 67), 40)
+    for seed in range(5):
+        w = augment_window(_window(doc, tokenizer), doc, tokenizer, L2I, np.random.default_rng(seed), Augment(rows=1.0))
+        got = _lines_of(w, tokenizer)
+        assert len(got) == 4  # only the tall key is cut, into its two rows, read one after the other
+        (_, q1, qb1), (_, q2, qb2), (_, a, _), (_, o, _) = got
+        assert q1[0] == "B-QUESTION" and set(q1[1:] + q2) == {"I-QUESTION"}
+        assert qb1[3] == qb2[1] == 140 and a[0] == "B-ANSWER" and set(o) == {"O"}
+    assert Augment(rows=0.5).active and not Augment().active
+
+
 def test_off_returns_the_window_itself(tokenizer):
     doc = _doc()
     w = _window(doc, tokenizer)
@@ -195,6 +212,7 @@ def test_default_model_augment_flag():
     from training.default_model import _augment_fields
 
     assert _augment_fields(["merge=0.5", "noise=0.03"]) == {"augment_merge": 0.5, "augment_noise": 0.03}
+    assert _augment_fields(["rows=1"]) == {"augment_rows": 1.0}
     with pytest.raises(SystemExit, match="expected merge=P"):
         _augment_fields(["blur=1"])
 
