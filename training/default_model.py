@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.capabilities import use_fast_mkl
 from models.integrity import sha256_file, write_sha256sums
 from models.packed_params import ensure_unpacked, pack_folder
 from training.config import get_preset
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit code.
     """
+    use_fast_mkl()  # before any stage's first matmul: MKL reads its settings once (models.capabilities)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shared", default="../shared/data", help="the shared data folder")
     p.add_argument("--work", default="/tmp/kie_default")

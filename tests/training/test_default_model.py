@@ -111,3 +111,16 @@ def test_a_fold_manifest_holds_its_documents_out_and_leaves_out_the_held_out_spl
         default_model.main(["--work", str(tmp_path), "--stage", "export", "--out", str(tmp_path / "out")])
     with pytest.raises(ValueError, match="must lie in the training documents"):
         default_model.build_default_manifest(shared_data, tmp_path, fold=(20, 40))
+
+
+def test_default_model_sets_mkl_threads_before_any_stage(monkeypatch):
+    # MKL reads OMP_NUM_THREADS / MKL_DEBUG_CPU_TYPE once, at its first matmul; the --ser_init path runs Paddle
+    # before training starts, so main() must set them first (a run started with one thread stays at one).
+    import os
+
+    from training.default_model import main
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with pytest.raises(SystemExit):
+        main(["--stage", "no-such-stage"])  # argparse refuses it: no stage has run
+    assert os.environ["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))
