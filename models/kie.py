@@ -119,12 +119,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def select_pairs(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, float]]:
+def select_pairs(pairs: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int, float]]:
     """PaddleOCR's RE post-processing: linked candidates in order, at most one question per answer (the first).
 
     Args:
         pairs: ``(P, 2)`` candidate (question, answer) entity indices, in candidate order.
         logits: ``(P, 2)`` pair logits.
+        threshold: a candidate is linked where its probability of "linked" is above this (0.5: PaddleOCR's
+            ``argmax == 1``).
 
     Returns:
         ``(question, answer, probability of "linked")`` triples.
@@ -132,34 +134,35 @@ def select_pairs(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, 
     >>> select_pairs(np.array([[0, 1], [2, 1], [2, 3]]), np.array([[0., 1.], [0., 2.], [1., 0.]]))
     [(0, 1, 0.7310585786300049)]
     """
-    probs = _softmax(np.asarray(logits, dtype=np.float64))
     used: set[int] = set()
     out = []
-    for (q, a), p in zip(np.asarray(pairs).tolist(), probs):
-        if p.argmax() != 1 or a in used:
-            continue
-        used.add(a)
-        out.append((int(q), int(a), float(p[1])))
+    for q, a, p in _linked(pairs, logits, threshold):
+        if a not in used:
+            used.add(a)
+            out.append((q, a, p))
     return out
 
 
-def select_best_pairs(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, float]]:
-    """For each answer, its most probable linked question (``argmax == 1``), in answer order.
+def select_best_pairs(pairs: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int, float]]:
+    """For each answer, its most probable linked question (probability of "linked" above ``threshold``), in answer
+    order.
 
     >>> select_best_pairs(np.array([[0, 1], [2, 1], [2, 3]]), np.array([[0., 1.], [0., 2.], [1., 0.]]))
     [(2, 1, 0.8807970779778823)]
+    >>> select_best_pairs(np.array([[0, 1], [2, 3]]), np.array([[0., 1.], [1., 0.]]), threshold=0.2)
+    [(0, 1, 0.7310585786300049), (2, 3, 0.2689414213699951)]
     """
-    probs = _softmax(np.asarray(logits, dtype=np.float64))
     best: dict[int, tuple[int, float]] = {}
-    for (q, a), p in zip(np.asarray(pairs).tolist(), probs):
-        if p.argmax() == 1 and (a not in best or p[1] > best[a][1]):
-            best[a] = (int(q), float(p[1]))
+    for q, a, p in _linked(pairs, logits, threshold):
+        if a not in best or p > best[a][1]:
+            best[a] = (q, p)
     return [(q, a, s) for a, (q, s) in sorted(best.items())]
 
 
-def _every_link(pairs: np.ndarray, logits: np.ndarray) -> list[tuple[int, int, float]]:
+def _linked(pairs: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int, float]]:
+    """Every candidate whose probability of "linked" is above ``threshold`` (0.5: ``argmax == 1``), in order."""
     probs = _softmax(np.asarray(logits, dtype=np.float64))
-    return [(int(q), int(a), float(p[1])) for (q, a), p in zip(np.asarray(pairs).tolist(), probs) if p.argmax() == 1]
+    return [(int(q), int(a), float(p[1])) for (q, a), p in zip(np.asarray(pairs).tolist(), probs) if p[1] > threshold]
 
 
 def _line_rescorer(folder: Path, meta: dict) -> LineRescorer | None:
@@ -258,7 +261,8 @@ class KiePredictor:
                  label_bias: dict[str, float] | None = None, ocr_box_margin: float = 0.0,
                  entity_box_margin: float | None = None, ser_image: bool = False, re_image: bool = False,
                  colon_split: bool = False, continue_lines: bool | Sequence[str] = True,
-                 line_rescorer: LineRescorer | None = None, cells_gap: float = 0.0) -> None:
+                 line_rescorer: LineRescorer | None = None, cells_gap: float = 0.0,
+                 link_threshold: float = 0.5) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not labels or labels[0] != "O":
@@ -292,6 +296,10 @@ class KiePredictor:
         # the SER model reads a wrapped cell's rows one after another (models.reading_order.cells_together); 0: off
         self.cells_gap = float(cells_gap)
         self.line_rescorer = line_rescorer  # bio decoding: each line's class looked at again (_rescore)
+        if not 0.0 < link_threshold < 1.0:
+            raise ValueError(f"link_threshold={link_threshold} must be in (0, 1)")
+        # RE: a candidate pair is linked where the model's probability of "linked" is above this (0.5: argmax)
+        self.link_threshold = float(link_threshold)
         self.pair_features = tuple(pair_features)  # the geometric head's inputs, as it was trained
         unknown = sorted(set(label_bias or {}) - set(self.labels))
         if unknown:
@@ -369,6 +377,7 @@ class KiePredictor:
                     raise ValueError(f"{re_dir / METADATA_FILE}: pair_features {unknown or names} are not "
                                      f"features this version computes ({list(PAIR_FEATURES)})")
                 extra["pair_features"] = names
+            extra["link_threshold"] = float(re_meta.get("link_threshold", 0.5))
         # Programs exported by this version take any window length; older ones (and PaddleOCR's) only max_len.
         dynamic = bool(meta.get("dynamic_length")) and (re is None or re == RULE or bool(re_meta.get("dynamic_length")))
         return cls(ser, labels["labels"], load_tokenizer(ser_dir), int(meta.get("max_len", 512)), re,
@@ -649,9 +658,9 @@ class KiePredictor:
                 image = [np.repeat(toks.image[None], len(chunk), axis=0)] if self.re_image else []
                 logits = self.re.run([batch[k] for k in MODEL_INPUTS] + image + [batch["entities"], batch["pairs"]])[0]
             for b, (_, _, r) in enumerate(chunk):
-                pick = _every_link if every_link else select_best_pairs if geo else select_pairs
+                pick = _linked if every_link else select_best_pairs if geo else select_pairs
                 links += [(r.entity_line_ids[q], r.entity_line_ids[a], sc)
-                          for q, a, sc in pick(r.pairs, logits[b, :len(r.pairs)])]
+                          for q, a, sc in pick(r.pairs, logits[b, :len(r.pairs)], self.link_threshold)]
         if every_link:
             return links
         used, out = set(), []

@@ -11,7 +11,7 @@ import pytest
 
 from models.checkpoint import encoder_fingerprint, export_inference
 from models.features import PAIR_FEATURES, batch_windows, build_windows, entity_re_inputs, pair_features
-from models.kie import KiePredictor, PageTokens
+from models.kie import KieEntity, KiePredictor, PageTokens
 from models.layoutxlm import LayoutXLMConfig, ReHeadModel, SerModel
 from models.linker import RuleConfig, link_by_rule
 from models.paddle_infer import InferenceOptions
@@ -234,6 +234,39 @@ def test_geometric_head_export_matches_dynamic_and_checks_its_encoder(tmp_path, 
     _, _, _, bad_re = _export_pair(tmp_path / "other", tok_dir, fingerprint_of=other)
     with pytest.raises(ValueError, match="encoder"):
         KiePredictor.from_dirs(ser_dir, bad_re)
+
+
+def test_the_re_folders_link_threshold_decides_which_candidates_link(tmp_path, tiny_kie_dirs):
+    from models.integrity import write_sha256sums
+
+    _, _, ser_dir, re_dir = _export_pair(tmp_path, tiny_kie_dirs[0])
+    lines = [OcrLine(t, 0.9, ((x, y), (x + 150, y), (x + 150, y + 20), (x, y + 20)), (x, y, x + 150, y + 20))
+             for t, x, y in [("姓名：", 50, 50), ("张三", 220, 50), ("性别：", 50, 100), ("男", 220, 100)]]
+    page = PageOcr(1000, 1400, tuple(lines))
+    kie = KiePredictor.from_dirs(ser_dir, re_dir, decode="bio", inference=InferenceOptions(precision="fp32"))
+    assert kie.link_threshold == 0.5  # no link_threshold in the metadata: PaddleOCR's argmax
+    (toks,) = kie.tokens([page])
+    ents = [KieEntity("QUESTION" if k % 2 == 0 else "ANSWER", ln.text, ln.box, 1.0, k, 0, s, e)
+            for k, (ln, (s, e)) in enumerate(zip(lines, toks.windows[0].line_spans))]
+    every = kie.relate(page, toks, ents, every_link=True)
+    assert all(p > 0.5 for _, _, p in every)
+
+    def at(t):
+        meta = json.loads((re_dir / "metadata.json").read_text())
+        (re_dir / "metadata.json").write_text(json.dumps({**meta, "link_threshold": t}))
+        write_sha256sums(re_dir)
+        kt = KiePredictor.from_dirs(ser_dir, re_dir, decode="bio", inference=InferenceOptions(precision="fp32"))
+        assert kt.link_threshold == t
+        return kt.relate(page, toks, ents, every_link=True), kt.relate(page, toks, ents)
+
+    (low, low_best), (half, _), (high, _) = at(1e-6), at(0.5), at(1 - 1e-6)
+    probs = sorted(p for _, _, p in low)
+    assert len(low) == 4 and len(low_best) == 2 and half == every and high == []  # 2 x 2 candidates, 2 answers
+    mid = (probs[1] + probs[2]) / 2
+    some, best = at(mid)
+    assert len(some) == 2 and all(p > mid for _, _, p in some) and len(best) <= 2
+    with pytest.raises(ValueError, match="link_threshold"):
+        KiePredictor(kie.ser, kie.labels, kie.tokenizer, 64, link_threshold=1.0)
 
 
 def test_averaged_heads_mean_their_link_probabilities_and_survive_checkpoint_and_export(tmp_path, tiny_kie_dirs):
