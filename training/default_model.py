@@ -235,10 +235,11 @@ def _write_decoding(ser: Path, extra: dict[str, Any] | None = None) -> None:
     write_sha256sums(ser)
 
 
-def _decoding_ser(work: Path, ser_init: str) -> str:
+def _decoding_ser(work: Path, ser_init: str | None) -> str:
     """The exported SER folder ``--re_detector_entities`` decodes with: ``ser_init`` itself where it is one, else
-    ``work/ser/best`` (already rounded as packed) exported to ``work/ser_export`` with the bundle's decoding."""
-    if (Path(ser_init) / "inference.json").exists():
+    ``work/ser/best`` (already rounded as packed) exported to ``work/ser_export`` with the bundle's decoding (also
+    with no ``--ser_init``: the RE stage of a work folder whose SER stage ran)."""
+    if ser_init and (Path(ser_init) / "inference.json").exists():
         return ser_init
     return str(export_with_decoding(work / "ser" / "best", work / "ser_export"))
 

@@ -86,6 +86,7 @@ def test_re_detector_entities_decodes_with_an_export_of_a_checkpoint(tmp_path):
     checkpoint_from_export(bundled, tmp_path / "ser" / "best", labels=LABELS)
     out = Path(default_model._decoding_ser(tmp_path, str(tmp_path / "ser" / "best")))
     assert out == tmp_path / "ser_export"
+    assert default_model._decoding_ser(tmp_path, None) == str(out)  # --stage re on a work folder's own SER stage
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["decode"] == "bio" and meta["continue_lines"] == list(default_model.CONTINUE_LINES)
     bundled_meta = json.loads((bundled / "metadata.json").read_text())
